@@ -1,0 +1,3 @@
+module github.com/cachet-custody/cachet
+
+go 1.26.8
