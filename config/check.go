@@ -1,0 +1,220 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Check returns every problem of the configuration, each with its key and
+// reason, in file order as far as it can tell. It looks at the files the
+// configuration names (module, secrets) but changes nothing.
+func (c *Config) Check() []Problem {
+	var ps []Problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, Problem{Key: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	for _, k := range c.undec {
+		add(k.String(), "unknown setting (misspelt, or in the wrong section?)")
+	}
+
+	if c.DataDir == "" {
+		add("data_dir", "must not be empty")
+	}
+
+	s := c.Server
+	if s.Socket == "" {
+		add("server.socket", "must not be empty")
+	} else if len(s.Socket) > 107 {
+		add("server.socket", "path is %d bytes; a Unix socket path must be at most 107", len(s.Socket))
+	}
+	if m, err := strconv.ParseUint(s.SocketMode, 8, 32); err != nil || m > 0o777 {
+		add("server.socket_mode", "%q is not an octal file mode like \"0660\"", s.SocketMode)
+	} else if m&0o007 != 0 {
+		add("server.socket_mode", "%q lets every local user connect; use group access (\"0660\") and allowed_gids", s.SocketMode)
+	} else if m&0o600 != 0o600 {
+		add("server.socket_mode", "%q denies the daemon's own user; the owner needs read and write (0600)", s.SocketMode)
+	}
+	if s.SocketGroup != "" && !validGroup(s.SocketGroup) {
+		add("server.socket_group", "%q is not a group name or numeric gid", s.SocketGroup)
+	}
+	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("server.public_url", "%q is not an absolute http(s) URL like \"http://localhost\"", s.PublicURL)
+	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		add("server.public_url", "%q must not carry a query, fragment or user info", s.PublicURL)
+	}
+	for i, id := range s.AllowedUIDs {
+		if id < 0 || id > 1<<32-2 {
+			add(fmt.Sprintf("server.allowed_uids[%d]", i), "%d is not a uid", id)
+		}
+	}
+	for i, id := range s.AllowedGIDs {
+		if id < 0 || id > 1<<32-2 {
+			add(fmt.Sprintf("server.allowed_gids[%d]", i), "%d is not a gid", id)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"server.read_header_timeout", s.ReadHeaderTimeout},
+		{"server.read_timeout", s.ReadTimeout},
+		{"server.write_timeout", s.WriteTimeout},
+		{"server.idle_timeout", s.IdleTimeout},
+		{"server.drain_timeout", s.DrainTimeout},
+		{"audit.checkpoint_interval", c.Audit.CheckpointInterval},
+	} {
+		if d.v.Duration <= 0 {
+			add(d.key, "must be a positive duration, like \"30s\"")
+		}
+	}
+	if s.MaxBodyBytes < 1024 || s.MaxBodyBytes > 64<<20 {
+		add("server.max_body_bytes", "%d is outside 1024..67108864", s.MaxBodyBytes)
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		add("log.format", "%q is not one of json, text", c.Log.Format)
+	}
+
+	switch c.Backend.Kind {
+	case KindPKCS11:
+		p := c.Backend.PKCS11
+		if p.Module == "" {
+			add("backend.pkcs11.module", "must name the PKCS#11 module (.so)")
+		} else if fi, err := os.Stat(p.Module); err != nil {
+			add("backend.pkcs11.module", "%s", statReason(err))
+		} else if fi.IsDir() {
+			add("backend.pkcs11.module", "%q is a directory, not a module", p.Module)
+		}
+		if p.TokenLabel == "" || len(p.TokenLabel) > 32 {
+			add("backend.pkcs11.token_label", "must be 1 to 32 characters (the PKCS#11 token label)")
+		}
+		if p.Sessions < 1 || p.Sessions > 64 {
+			add("backend.pkcs11.sessions", "%d is outside 1..64", p.Sessions)
+		}
+		ps = append(ps, checkSecretRef("backend.pkcs11.pin", p.PINFile, p.PINEnv, true)...)
+	case KindTPM:
+		t := c.Backend.TPM
+		if !validTPMDevice(t.Device) {
+			add("backend.tpm.device", "%q is not a device path, \"unix:PATH\" or \"tcp:HOST:PORT\"", t.Device)
+		}
+		seen := map[int]bool{}
+		for i, p := range t.PCRs {
+			if p < 0 || p > 23 {
+				add(fmt.Sprintf("backend.tpm.pcrs[%d]", i), "%d is not a PCR index (0..23)", p)
+			} else if seen[p] {
+				add(fmt.Sprintf("backend.tpm.pcrs[%d]", i), "PCR %d is listed twice", p)
+			}
+			seen[p] = true
+		}
+		if t.Handle < 0x81000000 || t.Handle > 0x817FFFF0 {
+			add("backend.tpm.handle", "0x%08X is not an owner persistent handle (0x81000000..0x817FFFF0)", t.Handle)
+		}
+		ps = append(ps, checkSecretRef("backend.tpm.auth", t.AuthFile, t.AuthEnv, false)...)
+		if len(t.PCRs) == 0 && t.AuthFile == "" && t.AuthEnv == "" {
+			add("backend.tpm.pcrs", "empty, and no auth value is set: anything on this machine could unseal the root; bind PCRs or set auth_file/auth_env")
+		}
+	default:
+		add("backend.kind", "%q is not one of %q, %q", c.Backend.Kind, KindPKCS11, KindTPM)
+	}
+
+	if c.Store.MaxBatch < 1 || c.Store.MaxBatch > 10000 {
+		add("store.max_batch", "%d is outside 1..10000", c.Store.MaxBatch)
+	}
+	if c.Store.Readers < 1 || c.Store.Readers > 64 {
+		add("store.readers", "%d is outside 1..64", c.Store.Readers)
+	}
+	if c.Audit.CheckpointRecords < 1 {
+		add("audit.checkpoint_records", "must be at least 1")
+	}
+
+	ids := map[string]int{}
+	for i, a := range c.Apps {
+		key := fmt.Sprintf("apps[%d]", i)
+		if !appIDRE.MatchString(a.ID) {
+			add(key+".id", "%q is not an app id (1-64 of [A-Za-z0-9_-])", a.ID)
+		} else if j, dup := ids[a.ID]; dup {
+			add(key+".id", "%q is also apps[%d].id", a.ID, j)
+		} else {
+			ids[a.ID] = i
+		}
+		if err := checkSecretHash(a.SecretHash); err != nil {
+			add(key+".secret_hash", "%v", err)
+		}
+		if a.Name != "" && len(a.Name) > 200 {
+			add(key+".name", "longer than 200 characters")
+		}
+	}
+	return ps
+}
+
+var appIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func validGroup(g string) bool {
+	if _, err := strconv.ParseUint(g, 10, 32); err == nil {
+		return true
+	}
+	return regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`).MatchString(g)
+}
+
+func validTPMDevice(d string) bool {
+	switch {
+	case strings.HasPrefix(d, "unix:"):
+		return len(d) > len("unix:")
+	case strings.HasPrefix(d, "tcp:"):
+		hp := strings.TrimPrefix(d, "tcp:")
+		i := strings.LastIndexByte(hp, ':')
+		if i <= 0 {
+			return false
+		}
+		p, err := strconv.Atoi(hp[i+1:])
+		return err == nil && p > 0 && p < 65536
+	default:
+		return strings.HasPrefix(d, "/")
+	}
+}
+
+func statReason(err error) string {
+	if os.IsNotExist(err) {
+		return "file does not exist: " + err.(*os.PathError).Path
+	}
+	return err.Error()
+}
+
+// checkSecretRef checks a pair of <name>_file / <name>_env settings: at most
+// one of them is set (exactly one when required), the file exists and only
+// its owner can read it, the variable is set.
+func checkSecretRef(key, file, env string, required bool) []Problem {
+	var ps []Problem
+	switch {
+	case file != "" && env != "":
+		ps = append(ps, Problem{key + "_file", "both " + key + "_file and " + key + "_env are set; set one"})
+	case file == "" && env == "" && required:
+		ps = append(ps, Problem{key + "_file", "set " + key + "_file (a file holding the secret) or " + key + "_env (an environment variable holding it); secrets are never written in the config"})
+	case file != "":
+		fi, err := os.Stat(file)
+		switch {
+		case err != nil:
+			ps = append(ps, Problem{key + "_file", statReason(err)})
+		case !fi.Mode().IsRegular():
+			ps = append(ps, Problem{key + "_file", file + " is not a regular file"})
+		case fi.Mode().Perm()&0o077 != 0:
+			ps = append(ps, Problem{key + "_file", fmt.Sprintf("%s has mode %04o; a secret file must be readable by its owner only (chmod 600)", file, fi.Mode().Perm())})
+		}
+	case env != "":
+		if _, ok := os.LookupEnv(env); !ok {
+			ps = append(ps, Problem{key + "_env", fmt.Sprintf("environment variable %s is not set", env)})
+		}
+	}
+	return ps
+}

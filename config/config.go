@@ -1,0 +1,291 @@
+// Package config owns Cachet's configuration file: its TOML schema, the
+// default of every setting, strict decoding (an unknown key is a problem, not
+// a silent no-op), validation that names the key and the reason, and the
+// reading of secrets that the file only points at.
+//
+// Secrets (the HSM PIN, the TPM auth value) never appear in the file itself:
+// a setting names a file or an environment variable that holds them. App
+// secrets appear only as hashes.
+//
+// Every setting, with its default, is documented in cachet.example.toml next
+// to this file; a test keeps the two in step.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// DataDir holds the store and the TPM state file unless their own
+	// settings say otherwise.
+	DataDir string        `toml:"data_dir"`
+	Server  Server        `toml:"server"`
+	Log     Log           `toml:"log"`
+	Backend Backend       `toml:"backend"`
+	Store   Store         `toml:"store"`
+	Audit   Audit         `toml:"audit"`
+	Apps    []App         `toml:"apps"`
+	path    string        // the file this was read from, for relative paths
+	undec   []toml.Key    // keys the schema does not know
+	meta    toml.MetaData // for "was this key set"
+}
+
+// Server configures the HTTP API on the Unix socket.
+type Server struct {
+	Socket            string   `toml:"socket"`
+	SocketMode        string   `toml:"socket_mode"`
+	SocketGroup       string   `toml:"socket_group"`
+	PublicURL         string   `toml:"public_url"`
+	AllowedUIDs       []int    `toml:"allowed_uids"`
+	AllowedGIDs       []int    `toml:"allowed_gids"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	DrainTimeout      Duration `toml:"drain_timeout"`
+	MaxBodyBytes      int64    `toml:"max_body_bytes"`
+}
+
+// Log configures log/slog output on standard error.
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// Backend selects and configures the key backend.
+type Backend struct {
+	Kind   string `toml:"kind"`
+	PKCS11 PKCS11 `toml:"pkcs11"`
+	TPM    TPM    `toml:"tpm"`
+}
+
+// PKCS11 configures the HSM backend.
+type PKCS11 struct {
+	Module     string `toml:"module"`
+	TokenLabel string `toml:"token_label"`
+	PINFile    string `toml:"pin_file"`
+	PINEnv     string `toml:"pin_env"`
+	Sessions   int    `toml:"sessions"`
+}
+
+// TPM configures the TPM 2.0 backend.
+type TPM struct {
+	Device    string `toml:"device"`
+	PCRs      []int  `toml:"pcrs"`
+	AuthFile  string `toml:"auth_file"`
+	AuthEnv   string `toml:"auth_env"`
+	Handle    uint32 `toml:"handle"`
+	StateFile string `toml:"state_file"`
+}
+
+// Store configures the SQLite store.
+type Store struct {
+	Path     string `toml:"path"`
+	MaxBatch int    `toml:"max_batch"`
+	Readers  int    `toml:"readers"`
+}
+
+// Audit configures the audit log's signed checkpoints.
+type Audit struct {
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
+	CheckpointRecords  int      `toml:"checkpoint_records"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration like \"30s\" or \"5m\": %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Backend kinds.
+const (
+	KindPKCS11 = "pkcs11"
+	KindTPM    = "tpm"
+)
+
+// DefaultTPMHandle is the persistent handle of the sealed root, generation 1.
+const DefaultTPMHandle = 0x81000C01
+
+// Default returns the configuration a file with no settings means.
+func Default() Config {
+	return Config{
+		DataDir: "/var/lib/cachet",
+		Server: Server{
+			Socket:            "/run/cachet/cachet.sock",
+			SocketMode:        "0660",
+			PublicURL:         "http://localhost",
+			AllowedUIDs:       []int{},
+			AllowedGIDs:       []int{},
+			ReadHeaderTimeout: Duration{5 * time.Second},
+			ReadTimeout:       Duration{30 * time.Second},
+			WriteTimeout:      Duration{60 * time.Second},
+			IdleTimeout:       Duration{120 * time.Second},
+			DrainTimeout:      Duration{30 * time.Second},
+			MaxBodyBytes:      1 << 20,
+		},
+		Log: Log{Level: "info", Format: "json"},
+		Backend: Backend{
+			Kind: KindPKCS11,
+			PKCS11: PKCS11{
+				Module:     "/usr/lib/softhsm/libsofthsm2.so",
+				TokenLabel: "cachet",
+				Sessions:   2,
+			},
+			TPM: TPM{
+				Device: "/dev/tpmrm0",
+				PCRs:   []int{7},
+				Handle: DefaultTPMHandle,
+			},
+		},
+		Store: Store{MaxBatch: 128, Readers: 4},
+		Audit: Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
+		Apps:  []App{},
+	}
+}
+
+// Problem is one thing wrong with a configuration: the key it concerns and
+// why.
+type Problem struct {
+	Key    string
+	Reason string
+}
+
+func (p Problem) String() string { return p.Key + ": " + p.Reason }
+
+// ProblemsError is returned by Load when the file has problems.
+type ProblemsError struct {
+	Path     string
+	Problems []Problem
+}
+
+func (e *ProblemsError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config %s: %d problem(s)", e.Path, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Parse decodes a configuration without validating it. Syntax errors come
+// back as a single problem with the position the TOML parser reports.
+func Parse(path string, data []byte) (*Config, error) {
+	c := Default()
+	// The default lists are replaced, not merged, when the file sets them.
+	c.Server.AllowedUIDs, c.Server.AllowedGIDs, c.Backend.TPM.PCRs, c.Apps = nil, nil, nil, nil
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		var perr toml.ParseError
+		key := "(syntax)"
+		if errors.As(err, &perr) {
+			key = fmt.Sprintf("(line %d)", perr.Position.Line)
+			err = errors.New(perr.Message)
+		}
+		return nil, &ProblemsError{Path: path, Problems: []Problem{{Key: key, Reason: err.Error()}}}
+	}
+	d := Default()
+	if !md.IsDefined("server", "allowed_uids") {
+		c.Server.AllowedUIDs = d.Server.AllowedUIDs
+	}
+	if !md.IsDefined("server", "allowed_gids") {
+		c.Server.AllowedGIDs = d.Server.AllowedGIDs
+	}
+	if !md.IsDefined("backend", "tpm", "pcrs") {
+		c.Backend.TPM.PCRs = d.Backend.TPM.PCRs
+	}
+	if c.Apps == nil {
+		c.Apps = []App{}
+	}
+	c.path, c.undec, c.meta = path, md.Undecoded(), md
+	c.resolvePaths()
+	return &c, nil
+}
+
+// Load reads, decodes and validates the file at path. It returns a
+// *ProblemsError listing every problem when there is any.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	if ps := c.Check(); len(ps) > 0 {
+		return nil, &ProblemsError{Path: path, Problems: ps}
+	}
+	return c, nil
+}
+
+// Path is the file the configuration was read from ("" if built in code).
+func (c *Config) Path() string { return c.path }
+
+// resolvePaths fills the paths that default to a place under data_dir and
+// makes relative paths relative to the config file's directory, so a config
+// and its data can move together.
+func (c *Config) resolvePaths() {
+	base := "."
+	if c.path != "" {
+		base = filepath.Dir(c.path)
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	c.DataDir = abs(c.DataDir)
+	if c.Store.Path == "" {
+		c.Store.Path = filepath.Join(c.DataDir, "cachet.db")
+	}
+	if c.Backend.TPM.StateFile == "" {
+		c.Backend.TPM.StateFile = filepath.Join(c.DataDir, "tpm-state.json")
+	}
+	c.Store.Path = abs(c.Store.Path)
+	c.Backend.TPM.StateFile = abs(c.Backend.TPM.StateFile)
+	c.Server.Socket = abs(c.Server.Socket)
+	c.Backend.PKCS11.PINFile = abs(c.Backend.PKCS11.PINFile)
+	c.Backend.TPM.AuthFile = abs(c.Backend.TPM.AuthFile)
+}
+
+// SocketFileMode is Server.SocketMode as a file mode. Check has validated it.
+func (s Server) SocketFileMode() os.FileMode {
+	v, _ := strconv.ParseUint(s.SocketMode, 8, 32)
+	return os.FileMode(v)
+}
+
+// PublicBase returns the public base URL without a trailing slash.
+func (s Server) PublicBase() string { return strings.TrimRight(s.PublicURL, "/") }
+
+// PublicHost returns the host (and port) of the public base URL: requests
+// whose Host header differs are refused.
+func (s Server) PublicHost() string {
+	u, err := url.Parse(s.PublicURL)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}

@@ -1,0 +1,164 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The example file documents every setting with its default; parsing it must
+// give exactly Default(), and every key of the schema must appear in it.
+func TestExampleIsDefault(t *testing.T) {
+	data, err := os.ReadFile("cachet.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse("/etc/cachet/cachet.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.undec) > 0 {
+		t.Fatalf("example has unknown keys: %v", got.undec)
+	}
+	want := Default()
+	want.path, want.undec, want.meta = got.path, got.undec, got.meta
+	want.resolvePaths()
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("example differs from Default():\n got %+v\nwant %+v", *got, want)
+	}
+	for _, key := range schemaKeys(reflect.TypeOf(Config{}), "") {
+		leaf := key[strings.LastIndexByte(key, '.')+1:]
+		if !regexp.MustCompile(`(?m)^#? ?` + regexp.QuoteMeta(leaf) + ` =`).Match(data) {
+			t.Errorf("setting %s is not documented in cachet.example.toml", key)
+		}
+	}
+}
+
+func schemaKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("toml")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}) {
+			out = append(out, schemaKeys(ft, prefix+tag+".")...)
+			continue
+		}
+		out = append(out, prefix+tag)
+	}
+	return out
+}
+
+func writeFile(t *testing.T, dir, name, body string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCheckProblems(t *testing.T) {
+	dir := t.TempDir()
+	module := writeFile(t, dir, "module.so", "", 0o644)
+	pin := writeFile(t, dir, "pin", "1234\n", 0o600)
+	loosePin := writeFile(t, dir, "loose-pin", "1234\n", 0o644)
+	good := `data_dir = "` + dir + `"
+[backend.pkcs11]
+module = "` + module + `"
+pin_file = "` + pin + `"
+`
+	tests := []struct {
+		name    string
+		body    string
+		wantKey string // "" means no problem expected
+	}{
+		{"minimal pkcs11 is fine", good, ""},
+		{"unknown key", good + "[server]\nsokcet = \"/x\"\n", "server.sokcet"},
+		{"unknown section", good + "[audti]\n", "audti"},
+		{"bad kind", strings.Replace(good, "[backend.pkcs11]", "[backend]\nkind = \"yubikey\"\n[backend.pkcs11]", 1), "backend.kind"},
+		{"world socket", good + "[server]\nsocket_mode = \"0666\"\n", "server.socket_mode"},
+		{"non-octal mode", good + "[server]\nsocket_mode = \"rw\"\n", "server.socket_mode"},
+		{"bad url", good + "[server]\npublic_url = \"localhost\"\n", "server.public_url"},
+		{"url with query", good + "[server]\npublic_url = \"http://localhost/?a=1\"\n", "server.public_url"},
+		{"bad duration", good + "[server]\ndrain_timeout = \"-1s\"\n", "server.drain_timeout"},
+		{"missing pin", strings.Replace(good, `pin_file = "`+pin+`"`, "", 1), "backend.pkcs11.pin_file"},
+		{"both pin sources", good + "pin_env = \"X\"\n", "backend.pkcs11.pin_file"},
+		{"pin readable by others", strings.Replace(good, pin, loosePin, 1), "backend.pkcs11.pin_file"},
+		{"pin env unset", strings.Replace(good, `pin_file = "`+pin+`"`, `pin_env = "CACHET_TEST_UNSET_VAR"`, 1), "backend.pkcs11.pin_env"},
+		{"module missing", strings.Replace(good, module, dir+"/nope.so", 1), "backend.pkcs11.module"},
+		{"sessions zero", good + "sessions = 0\n", "backend.pkcs11.sessions"},
+		{"tpm bad pcr", "[backend]\nkind = \"tpm\"\n[backend.tpm]\npcrs = [7, 24]\n", "backend.tpm.pcrs[1]"},
+		{"tpm dup pcr", "[backend]\nkind = \"tpm\"\n[backend.tpm]\npcrs = [7, 7]\n", "backend.tpm.pcrs[1]"},
+		{"tpm unprotected", "[backend]\nkind = \"tpm\"\n[backend.tpm]\npcrs = []\n", "backend.tpm.pcrs"},
+		{"tpm bad device", "[backend]\nkind = \"tpm\"\n[backend.tpm]\ndevice = \"tcp:localhost\"\n", "backend.tpm.device"},
+		{"tpm bad handle", "[backend]\nkind = \"tpm\"\n[backend.tpm]\nhandle = 0x01000000\n", "backend.tpm.handle"},
+		{"tpm swtpm ok", "[backend]\nkind = \"tpm\"\n[backend.tpm]\ndevice = \"tcp:127.0.0.1:2321\"\npcrs = [16]\n", ""},
+		{"app bad hash", good + "[[apps]]\nid = \"app_1\"\nsecret_hash = \"plaintext\"\n", "apps[0].secret_hash"},
+		{"app dup id", good + "[[apps]]\nid = \"a\"\nsecret_hash = \"" + HashAppSecret("x") + "\"\n[[apps]]\nid = \"a\"\nsecret_hash = \"" + HashAppSecret("y") + "\"\n", "apps[1].id"},
+		{"syntax error", good + "[server\n", "(line 6)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, dir, "c.toml", tc.body, 0o600)
+			_, err := Load(path)
+			if tc.wantKey == "" {
+				if err != nil {
+					t.Fatalf("unexpected problems: %v", err)
+				}
+				return
+			}
+			pe, ok := err.(*ProblemsError)
+			if !ok {
+				t.Fatalf("want *ProblemsError, got %v", err)
+			}
+			for _, p := range pe.Problems {
+				if p.Key == tc.wantKey {
+					return
+				}
+			}
+			t.Fatalf("no problem for key %s in %v", tc.wantKey, pe.Problems)
+		})
+	}
+}
+
+func TestSecretsStayOutOfErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "pin", "s3cr3t-pin\n", 0o600)
+	got, err := ReadSecret(p, "")
+	if err != nil || string(got) != "s3cr3t-pin" {
+		t.Fatalf("ReadSecret = %q, %v", got, err)
+	}
+	t.Setenv("CACHET_TEST_PIN", "env-s3cr3t")
+	if got, err := ReadSecret("", "CACHET_TEST_PIN"); err != nil || string(got) != "env-s3cr3t" {
+		t.Fatalf("ReadSecret env = %q, %v", got, err)
+	}
+	// A config that inlines a secret has nowhere to put it: the key is unknown.
+	path := writeFile(t, dir, "c.toml", "[backend.pkcs11]\npin = \"s3cr3t-pin\"\n", 0o600)
+	_, err = Load(path)
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-pin") {
+		t.Fatalf("inline pin: err = %v", err)
+	}
+}
+
+func TestAppSecret(t *testing.T) {
+	app, secret, err := NewApp("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !app.CheckSecret(secret) || app.CheckSecret(secret+"x") || app.CheckSecret("") {
+		t.Fatal("CheckSecret accepts the wrong secret or refuses the right one")
+	}
+	if strings.Contains(app.SecretHash, secret) || checkSecretHash(app.SecretHash) != nil {
+		t.Fatalf("bad hash %q", app.SecretHash)
+	}
+}

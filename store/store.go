@@ -1,0 +1,378 @@
+// Package store owns Cachet's SQLite database: opening it with the settings
+// durability needs (WAL, synchronous=FULL, foreign keys), the versioned schema
+// migrations, and the single writer that groups concurrent writes into one
+// transaction.
+//
+// # Writes
+//
+// All writes go through Write. One goroutine owns the only read-write
+// connection; it takes every write request waiting at that moment (up to
+// MaxBatch), runs each inside its own SAVEPOINT in one transaction, commits
+// once, and only then answers each request. A request whose function fails is
+// rolled back to its savepoint alone; the others still commit. With
+// synchronous=FULL the commit is durable (the WAL is fsynced) before Write
+// returns nil, so a caller that releases a result only after Write returned
+// nil never releases something the database could lose.
+//
+// Batching needs no timer: while one batch's fsync runs, new requests queue,
+// and the next batch takes them all. An idle store commits each write alone.
+//
+// # Reads
+//
+// Reads use DB, a pool of query-only connections; under WAL they never wait
+// for the writer and see only committed data.
+//
+// This package knows the schema but not what the rows mean; the audit log and
+// the API's packages own their tables' semantics.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// Options tunes a Store. Zero values mean the defaults.
+type Options struct {
+	// MaxBatch is the most write requests grouped into one transaction
+	// (default 128).
+	MaxBatch int
+	// Readers is the number of read-only connections (default 4).
+	Readers int
+	Logger  *slog.Logger
+}
+
+// Store is an open database.
+type Store struct {
+	path     string
+	w        *sql.DB
+	r        *sql.DB
+	reqs     chan *request
+	maxBatch int
+	log      *slog.Logger
+
+	commits atomic.Uint64 // transactions committed by the writer
+	writes  atomic.Uint64 // write requests those transactions carried
+
+	mu      sync.RWMutex // guards closed against sends on reqs
+	closed  bool
+	stopped chan struct{}
+}
+
+type request struct {
+	ctx  context.Context
+	fn   func(*Tx) error
+	done chan error
+}
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("store is closed")
+
+// Open opens (creating if needed) the database at path, applies pending
+// migrations and starts the writer. The file and its directory are created
+// readable by the owner only.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 128
+	}
+	if opts.Readers <= 0 {
+		opts.Readers = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// Create the file ourselves so that its mode is 0600 from the start;
+	// SQLite gives the -wal and -shm files the mode of the database file.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	f.Close()
+
+	w, err := sql.Open("sqlite3", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := checkPragmas(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite3", dsn(path, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(opts.Readers)
+	r.SetMaxIdleConns(opts.Readers)
+	s := &Store{
+		path:     path,
+		w:        w,
+		r:        r,
+		reqs:     make(chan *request, opts.MaxBatch),
+		maxBatch: opts.MaxBatch,
+		log:      opts.Logger,
+		stopped:  make(chan struct{}),
+	}
+	go s.writer()
+	return s, nil
+}
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_busy_timeout", "5000")
+	q.Set("_foreign_keys", "on")
+	if readOnly {
+		q.Set("_query_only", "true")
+	} else {
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// checkPragmas makes sure the settings durability depends on took effect; a
+// driver that silently ignored a DSN parameter would otherwise weaken the
+// store without a word.
+func checkPragmas(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	var sync, fk int
+	if err := db.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return err
+	}
+	if err := db.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
+		return err
+	}
+	if mode != "wal" || sync != 2 || fk != 1 {
+		return fmt.Errorf("pragmas not applied: journal_mode=%s synchronous=%d foreign_keys=%d", mode, sync, fk)
+	}
+	return nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// DB returns the read-only connection pool. Writing through it fails.
+func (s *Store) DB() *sql.DB { return s.r }
+
+// Write runs fn inside the writer's current transaction and returns after
+// that transaction committed durably (nil), or with fn's error (its changes
+// rolled back, other requests unaffected), or with the commit's error (no
+// change of the batch was kept). fn must not keep tx, and must not block on
+// anything but the database: every write in the process waits for it.
+//
+// If ctx ends before fn starts, fn is not run. If it ends while the batch is
+// committing, Write returns ctx.Err() but the change may have committed:
+// callers that must know (for example before releasing a signature) treat
+// any error as "not released".
+func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	req := &request{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.reqs <- req:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) writer() {
+	defer close(s.stopped)
+	batch := make([]*request, 0, s.maxBatch)
+	for {
+		req, ok := <-s.reqs
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], req)
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs one batch in one transaction.
+func (s *Store) commit(batch []*request) {
+	results := make([]error, len(batch))
+	fail := func(err error) {
+		for i, r := range batch {
+			if results[i] == nil {
+				r.done <- err
+			} else {
+				r.done <- results[i]
+			}
+		}
+	}
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("store: begin: %w", err))
+		return
+	}
+	ran := 0
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("store: savepoint: %w", err))
+			return
+		}
+		// Statements run without the request's cancellation: SQLite rolls
+		// back the whole transaction when a write statement is interrupted,
+		// which would take the other requests of the batch with it.
+		if err := run(r.fn, &Tx{tx: tx, ctx: context.WithoutCancel(r.ctx)}); err != nil {
+			results[i] = err
+			if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+				tx.Rollback()
+				fail(fmt.Errorf("store: rollback to savepoint: %w", rerr))
+				return
+			}
+		} else {
+			ran++
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("store: release savepoint: %w", err))
+			return
+		}
+	}
+	if ran == 0 {
+		err = tx.Rollback()
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		s.log.Error("store commit failed", "error", err, "batch", len(batch))
+		fail(fmt.Errorf("store: commit: %w", err))
+		return
+	}
+	if ran > 0 {
+		s.commits.Add(1)
+		s.writes.Add(uint64(ran))
+	}
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// WriterStats reports how many transactions the writer committed and how many
+// successful write requests they carried; writes/commits is the grouping
+// factor.
+func (s *Store) WriterStats() (commits, writes uint64) {
+	return s.commits.Load(), s.writes.Load()
+}
+
+// run calls fn, turning a panic into an error so one bad request cannot take
+// the writer (and every later write) down with it.
+func run(fn func(*Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: write function panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn(tx)
+}
+
+// Close stops accepting writes, lets the writer finish what is queued and
+// closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.stopped
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Ping checks that both the writer's and a reader's connection answer.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("store read: %w", err)
+	}
+	return s.Write(ctx, func(tx *Tx) error {
+		return tx.QueryRow("SELECT 1").Scan(&one)
+	})
+}
+
+// Tx is the view of the writer's transaction that a Write function gets.
+type Tx struct {
+	tx  *sql.Tx
+	ctx context.Context
+}
+
+// Context is the context of the request this function serves.
+func (t *Tx) Context() context.Context { return t.ctx }
+
+// Exec executes a statement in the transaction.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, query, args...)
+}
+
+// Query runs a query in the transaction (seeing its uncommitted changes).
+func (t *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(t.ctx, query, args...)
+}
+
+// QueryRow runs a query expected to return at most one row.
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// IsConstraint reports whether err is an SQLite constraint violation (a
+// duplicate key, a failed foreign key), which callers map to a conflict.
+func IsConstraint(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrConstraint
+}
