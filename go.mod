@@ -3,9 +3,17 @@ module github.com/cachet-custody/cachet
 go 1.26.8
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/google/go-tpm v0.9.8 // indirect
-	github.com/mattn/go-sqlite3 v1.14.53 // indirect
-	github.com/miekg/pkcs11 v1.1.2 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	filippo.io/age v1.3.2
+	github.com/BurntSushi/toml v1.6.0
+	github.com/google/go-tpm v0.9.8
+	github.com/hashicorp/vault v1.21.4
+	github.com/mattn/go-sqlite3 v1.14.53
+	github.com/miekg/pkcs11 v1.1.2
+	golang.org/x/sys v0.49.0
+)
+
+require (
+	filippo.io/hpke v0.4.0 // indirect
+	golang.org/x/crypto v0.55.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
 )
