@@ -337,3 +337,26 @@ func TestAuditedBackendFailsClosed(t *testing.T) {
 		t.Fatalf("with the store closed, Unseal released %q, %v", pt, err)
 	}
 }
+
+func TestVerifyTail(t *testing.T) {
+	l, st, sg := newLog(t)
+	fill(t, l, 4)
+	if _, err := l.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, l, 3)
+	rep, err := VerifyTail(context.Background(), st.DB(), &sg.k.PublicKey)
+	if err != nil || rep.LastCheckSeq != 5 || rep.HeadSeq != 8 || rep.Unsigned != 3 {
+		t.Fatalf("tail %+v %v", rep, err)
+	}
+	db := raw(t, st)
+	mustExec(t, db, `UPDATE audit_records SET target = 'x' WHERE seq = 7`)
+	var ce *ChainError
+	if _, err := VerifyTail(context.Background(), st.DB(), &sg.k.PublicKey); !errors.As(err, &ce) || ce.Seq != 7 {
+		t.Fatalf("edited tail: %v", err)
+	}
+	mustExec(t, db, `UPDATE audit_records SET detail = replace(detail, '"signature":"M', '"signature":"N') WHERE seq = 5`)
+	if _, err := VerifyTail(context.Background(), st.DB(), &sg.k.PublicKey); !errors.As(err, &ce) || ce.Seq != 5 {
+		t.Fatalf("edited checkpoint: %v", err)
+	}
+}

@@ -13,7 +13,8 @@
 // hsm.InitToken; tests that run cachet as a child process use NewSoftHSM and
 // Token, which create the token with softhsm2-util before the child starts.
 //
-// This package imports nothing from Cachet, so any package's tests can use it.
+// This package imports nothing from Cachet but internal/simhw, so any
+// package's tests can use it.
 package testhw
 
 import (
@@ -23,34 +24,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/cachet-custody/cachet/internal/simhw"
 )
 
-// DefaultModule is where Debian's softhsm2 package puts the PKCS#11 module.
-const DefaultModule = "/usr/lib/softhsm/libsofthsm2.so"
+// Module returns the SoftHSM2 module path: $PKCS11_MODULE, or Debian's.
+func Module() string { return simhw.SoftHSMModule() }
 
-// Module returns the SoftHSM2 module path: $PKCS11_MODULE, or DefaultModule.
-func Module() string {
-	if m := os.Getenv("PKCS11_MODULE"); m != "" {
-		return m
-	}
-	return DefaultModule
-}
-
-func writeSoftHSMConf(dir string) (string, error) {
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.MkdirAll(tokens, 0o700); err != nil {
-		return "", err
-	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	body := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
-	return conf, os.WriteFile(conf, []byte(body), 0o600)
-}
+func writeSoftHSMConf(dir string) (string, error) { return simhw.WriteSoftHSMConf(dir) }
 
 // SoftHSMMain gives this test process its own SoftHSM2 token directory, points
 // SOFTHSM2_CONF at it, runs the tests and removes it. Call it from TestMain
@@ -124,15 +106,7 @@ func (s *SoftHSM) Token(t testing.TB, label, pin string) string {
 
 // Swtpm is a running swtpm TPM 2.0 simulator, a child of the test process.
 type Swtpm struct {
-	StateDir string
-	// Device is the address in the form Cachet's tpm.device setting takes:
-	// "unix:PATH" or "tcp:127.0.0.1:PORT".
-	Device string
-	ctrl   string
-	tcp    bool
-	port   int
-	cmd    *exec.Cmd
-	done   chan error
+	*simhw.Swtpm
 }
 
 // StartSwtpm starts swtpm on a Unix socket in a fresh state directory and
@@ -144,11 +118,6 @@ func StartSwtpmTCP(t testing.TB) *Swtpm { return startSwtpm(t, true) }
 
 func startSwtpm(t testing.TB, tcp bool) *Swtpm {
 	t.Helper()
-	for _, bin := range []string{"swtpm", "swtpm_ioctl"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not found (install swtpm and swtpm-tools): %v", bin, err)
-		}
-	}
 	// Unix socket paths are limited to 108 bytes, and t.TempDir() paths grow
 	// with the test name, so use a short directory of our own.
 	dir, err := os.MkdirTemp("", "swtpm-")
@@ -156,15 +125,15 @@ func startSwtpm(t testing.TB, tcp bool) *Swtpm {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := &Swtpm{StateDir: dir, ctrl: filepath.Join(dir, "ctrl"), tcp: tcp}
+	port := 0
 	if tcp {
-		s.port = freePort(t)
-		s.Device = "tcp:127.0.0.1:" + strconv.Itoa(s.port)
-	} else {
-		s.Device = "unix:" + filepath.Join(dir, "tpm.sock")
+		port = freePort(t)
 	}
-	s.start(t)
-	t.Cleanup(func() { s.Stop(t) })
+	s := &Swtpm{simhw.NewSwtpm(dir, port)}
+	if err := s.Swtpm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Swtpm.Stop() })
 	return s
 }
 
@@ -177,66 +146,19 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func (s *Swtpm) start(t testing.TB) {
-	t.Helper()
-	server := "type=unixio,path=" + strings.TrimPrefix(s.Device, "unix:")
-	if s.tcp {
-		server = fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", s.port)
-	}
-	// A child process, not --daemon: PID 1 on our machines does not reap
-	// daemonized swtpm processes. not-need-init,startup-clear powers the TPM
-	// up, so no client sends TPM2_Startup or the simulator's power-on command.
-	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
-		"--tpmstate", "dir="+s.StateDir,
-		"--server", server,
-		"--ctrl", "type=unixio,path="+s.ctrl,
-		"--flags", "not-need-init,startup-clear",
-		"--log", "file="+filepath.Join(s.StateDir, "swtpm.log")+",level=1")
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start swtpm: %v", err)
-	}
-	s.done = make(chan error, 1)
-	go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(s.cmd, s.done)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := exec.Command("swtpm_ioctl", "--unix", s.ctrl, "-g").Run(); err == nil {
-			return
-		}
-		select {
-		case err := <-s.done:
-			log, _ := os.ReadFile(filepath.Join(s.StateDir, "swtpm.log"))
-			t.Fatalf("swtpm exited before it was ready: %v\n%s", err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("swtpm not ready after 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Stop shuts swtpm down cleanly (its state is flushed) and waits for it.
 func (s *Swtpm) Stop(t testing.TB) {
-	if s.cmd == nil {
-		return
+	if err := s.Swtpm.Stop(); err != nil {
+		t.Logf("swtpm stop: %v", err)
 	}
-	if err := exec.Command("swtpm_ioctl", "--unix", s.ctrl, "-s").Run(); err != nil {
-		s.cmd.Process.Kill()
-	}
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-	s.cmd = nil
 }
 
 // Restart stops swtpm and starts it again on the same state, as a reboot of
 // the machine would: persistent objects survive and PCRs are reset.
 func (s *Swtpm) Restart(t testing.TB) {
 	t.Helper()
-	s.Stop(t)
-	s.start(t)
+	s.Swtpm.Stop()
+	if err := s.Swtpm.Start(); err != nil {
+		t.Fatal(err)
+	}
 }

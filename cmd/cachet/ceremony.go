@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"filippo.io/age"
+	"golang.org/x/term"
+
+	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/ceremony"
+	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/keys"
+)
+
+func operatorActor() string { return fmt.Sprintf("operator uid=%d", os.Getuid()) }
+
+func runInit(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("init")
+	cfgPath := fs.String("config", "", "config file")
+	var operators listFlag
+	fs.Var(&operators, "operator", "an operator's age public key (age1...) or a file holding one; repeat once per operator")
+	threshold := fs.Int("threshold", 0, "shares needed to restore the root (m)")
+	outDir := fs.String("out", "", "directory for the share files (one per operator)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireConfig(*cfgPath); err != nil {
+		return err
+	}
+	if len(operators) == 0 || *threshold == 0 || *outDir == "" {
+		return usageError{"--operator (one per operator), --threshold and --out are required"}
+	}
+	a, err := openAppliance(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	res, err := ceremony.Init(ctx, a.backend, a.store, ceremony.InitOptions{
+		Operators: operators, Threshold: *threshold, OutDir: *outDir, Actor: operatorActor(),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "root fingerprint: %s\nkey generation:   %d\nshares:           %d of %d needed to restore\n", res.Fingerprint, res.Generation, res.Threshold, len(res.ShareFiles))
+	for i, f := range res.ShareFiles {
+		fmt.Fprintf(out, "  operator %d: %s\n", i+1, f)
+	}
+	fmt.Fprintln(out, "Hand each operator their share file; it opens only with their age identity. Keep no copy here.")
+	return nil
+}
+
+func runRestore(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("restore")
+	cfgPath := fs.String("config", "", "config file")
+	var shareFiles, idFiles listFlag
+	fs.Var(&shareFiles, "share", "an age-encrypted share file; repeat for each share")
+	fs.Var(&idFiles, "identity", "an age identity file that decrypts one or more of the shares; repeat as needed")
+	prompt := fs.Int("prompt", 0, "also read this many shares typed at the terminal (one cachet-share-v1 line each)")
+	replace := fs.Bool("replace", false, "provision over a root the hardware holds (re-seal a TPM root after an expected PCR change)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireConfig(*cfgPath); err != nil {
+		return err
+	}
+	if len(shareFiles) == 0 && *prompt == 0 {
+		return usageError{"give shares with --share FILE (and --identity FILE) or --prompt N"}
+	}
+	if len(shareFiles) > 0 && len(idFiles) == 0 {
+		return usageError{"--share needs at least one --identity to decrypt it"}
+	}
+	var ids []age.Identity
+	for _, f := range idFiles {
+		got, err := ceremony.ReadIdentityFile(f)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, got...)
+	}
+	// Every share is read and checked before the hardware is touched.
+	var shares []ceremony.NamedShare
+	defer func() {
+		for i := range shares {
+			shares[i].Share.Wipe()
+		}
+	}()
+	for _, f := range shareFiles {
+		fh, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("share %s: %w", f, err)
+		}
+		s, err := ceremony.DecryptShare(fh, ids)
+		fh.Close()
+		if err != nil {
+			return &ceremony.ShareError{Name: f, Reason: err.Error()}
+		}
+		shares = append(shares, ceremony.NamedShare{Name: f, Share: s})
+	}
+	for i := 1; i <= *prompt; i++ {
+		name := fmt.Sprintf("typed share %d", i)
+		text, err := readSecretLine(fmt.Sprintf("share %d of %d (cachet-share-v1:...): ", i, *prompt))
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		s, err := ceremony.ParseShare(text)
+		if err != nil {
+			return &ceremony.ShareError{Name: name, Reason: err.Error()}
+		}
+		shares = append(shares, ceremony.NamedShare{Name: name, Share: s})
+	}
+	if _, err := ceremony.CheckShares(shares, ""); err != nil {
+		return err
+	}
+	a, err := openAppliance(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	res, err := ceremony.Restore(ctx, a.backend, a.store, ceremony.RestoreOptions{Shares: shares, Replace: *replace, Actor: operatorActor()})
+	if err != nil {
+		return err
+	}
+	used := make([]string, len(res.SharesUsed))
+	for i, n := range res.SharesUsed {
+		used[i] = fmt.Sprint(n)
+	}
+	fmt.Fprintf(out, "restored root %s (key generation %d) from shares %s\n", res.Fingerprint, res.Generation, strings.Join(used, ", "))
+	return nil
+}
+
+// stdin is shared by every typed share, so a piped stream of several lines
+// is read line by line.
+var stdin = bufio.NewReader(os.Stdin)
+
+// readSecretLine reads one line without echo from a terminal, or a plain
+// line from a pipe (scripts and tests).
+func readSecretLine(prompt string) (string, error) {
+	fd := int(os.Stdin.Fd())
+	if term.IsTerminal(fd) {
+		fmt.Fprint(os.Stderr, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		defer clear(b)
+		return string(b), err
+	}
+	line, err := stdin.ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", fmt.Errorf("read share: %w", err)
+	}
+	return line, nil
+}
+
+func runStatus(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("status")
+	cfgPath := fs.String("config", "", "config file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireConfig(*cfgPath); err != nil {
+		return err
+	}
+	a, err := openAppliance(ctx, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	st, err := ceremony.ReadStatus(ctx, a.backend, a.store)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "backend\t%s\n", st.Backend.Kind)
+	for _, k := range sortedKeys(st.Backend.Identity) {
+		fmt.Fprintf(w, "  %s\t%s\n", k, st.Backend.Identity[k])
+	}
+	if st.BackendErr != "" {
+		fmt.Fprintf(w, "  error\t%s\n", st.BackendErr)
+	}
+	fmt.Fprintf(w, "  provisioned\t%v\n", st.Backend.Provisioned)
+	fmt.Fprintf(w, "  key generations\t%v (current %d)\n", st.Backend.Generations, st.Backend.Generation)
+	fmt.Fprintf(w, "root fingerprint\t%s\n", orNone(st.Root.Fingerprint))
+	fmt.Fprintf(w, "  in hardware\t%s\n", orNone(st.Root.HardwareFingerprint))
+	fmt.Fprintf(w, "  match\t%v\n", st.Root.Match)
+	if st.Initialized {
+		fmt.Fprintf(w, "  shares\t%d of %d\n", st.Root.Threshold, st.Root.Shares)
+		fmt.Fprintf(w, "  initialized\t%s\n", st.Root.InitializedAt)
+		if st.Root.RestoredAt != "" {
+			fmt.Fprintf(w, "  restored\t%s\n", st.Root.RestoredAt)
+		}
+	}
+	fmt.Fprintf(w, "store\t%s\n", st.Store.Path)
+	fmt.Fprintf(w, "  schema version\t%d\n", st.Store.SchemaVersion)
+	fmt.Fprintf(w, "  size\t%d bytes (+%d WAL)\n", st.Store.SizeBytes, st.Store.WALBytes)
+	fmt.Fprintf(w, "audit\thead %d\n", st.Audit.Seq)
+	fmt.Fprintf(w, "  last checkpoint\t%d\n", st.Audit.CheckpointSeq)
+	fmt.Fprintf(w, "  since checkpoint\t%d records\n", st.Audit.UncheckpointedN)
+	return w.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func runAudit(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] != "verify" {
+		return usageError{"usage: cachet audit verify --config FILE [--public-key KEY] [--json]"}
+	}
+	fs := newFlags("audit verify")
+	cfgPath := fs.String("config", "", "config file")
+	pubFlag := fs.String("public-key", "", "verify checkpoints with this audit public key (base64 DER SPKI) instead of asking the hardware")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if err := requireConfig(*cfgPath); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var pub *ecdsa.PublicKey
+	var a *appliance
+	if *pubFlag != "" {
+		if pub, err = parseP256SPKI(*pubFlag); err != nil {
+			return usageError{"--public-key: " + err.Error()}
+		}
+		a = &appliance{cfg: cfg, log: newLogger(cfg.Log)}
+		if a.store, err = openStoreOnly(ctx, cfg); err != nil {
+			return err
+		}
+	} else {
+		if a, err = openWith(ctx, cfg); err != nil {
+			return err
+		}
+		if pub, err = a.backend.AuthKey(ctx, keys.AuditKeyLabel); err != nil {
+			a.Close()
+			return fmt.Errorf("audit key: %w", err)
+		}
+	}
+	defer a.Close()
+	rep, err := audit.Verify(ctx, a.store.DB(), pub)
+	var ce *audit.ChainError
+	if *asJSON {
+		res := map[string]any{"ok": err == nil, "report": rep}
+		if errors.As(err, &ce) {
+			res["first_bad_seq"], res["reason"] = ce.Seq, ce.Reason
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+	}
+	if err != nil {
+		if errors.As(err, &ce) {
+			return exitError{fmt.Errorf("FAILED: first bad record %d: %s (%d records before it verified)", ce.Seq, ce.Reason, rep.Records), 1}
+		}
+		return err
+	}
+	if !*asJSON {
+		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash)
+		if rep.Unsigned > 0 {
+			fmt.Fprintf(out, "note: the last %d records come after the last checkpoint and are protected by the hash chain only\n", rep.Unsigned)
+		}
+	}
+	return nil
+}
+
+func parseP256SPKI(s string) (*ecdsa.PublicKey, error) {
+	der, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("not base64")
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("not an ECDSA public key")
+	}
+	return pub, nil
+}
+
+func runConfig(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) != 2 || args[0] != "check" {
+		return usageError{"usage: cachet config check FILE"}
+	}
+	path := args[1]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Parse(path, data)
+	var problems []config.Problem
+	var pe *config.ProblemsError
+	switch {
+	case errors.As(err, &pe):
+		problems = pe.Problems
+	case err != nil:
+		return err
+	default:
+		problems = cfg.Check()
+	}
+	if len(problems) == 0 {
+		fmt.Fprintf(out, "%s: ok\n", path)
+		return nil
+	}
+	for _, p := range problems {
+		fmt.Fprintf(out, "%s: %s: %s\n", path, p.Key, p.Reason)
+	}
+	return exitError{fmt.Errorf("%d problem(s)", len(problems)), 1}
+}

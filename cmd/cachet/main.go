@@ -1,0 +1,132 @@
+// Command cachet is the Cachet custody daemon and its operator tools.
+//
+// This file and its siblings parse flags and wire packages together; the
+// logic lives in the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, args []string, out io.Writer) error
+}
+
+var commands = []command{
+	{"serve", "serve --config FILE                  run the daemon", runServe},
+	{"dev", "dev --dir DIR [--backend pkcs11|tpm]   set up (first run) and serve a self-contained dev appliance", runDev},
+	{"init", "init --config FILE --operator KEY ... --threshold M --out DIR\n                                        generate the root, provision the hardware, write m-of-n operator shares", runInit},
+	{"restore", "restore --config FILE --share FILE ... --identity FILE ... [--prompt N] [--replace]\n                                        provision new hardware with the root from m shares", runRestore},
+	{"status", "status --config FILE [--json]         backend, root, key generations, store and audit state", runStatus},
+	{"audit", "audit verify --config FILE [--public-key KEY] [--json]\n                                        check the audit chain and every checkpoint signature", runAudit},
+	{"config", "config check FILE                     report every problem of a config file", runConfig},
+	{"version", "version                               print the version", func(context.Context, []string, io.Writer) error {
+		fmt.Println("cachet", version)
+		return nil
+	}},
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: cachet COMMAND [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands {
+		fmt.Fprintln(w, "  cachet "+c.usage)
+	}
+}
+
+// usageError makes main exit with status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	for _, c := range commands {
+		if c.name != os.Args[1] {
+			continue
+		}
+		err := c.run(ctx, os.Args[2:], os.Stdout)
+		if err == nil {
+			return
+		}
+		var ue usageError
+		if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(os.Stderr, "cachet %s: %v\n", c.name, err)
+			}
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "cachet %s: %v\n", c.name, err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "cachet: unknown command %q\n\n", os.Args[1])
+	usage(os.Stderr)
+	os.Exit(2)
+}
+
+// exitError carries a specific exit status.
+type exitError struct {
+	error
+	code int
+}
+
+// newFlags returns a FlagSet that reports errors instead of exiting.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("cachet "+name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+// parse parses args and refuses stray positional arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+// listFlag collects a repeatable flag; commas also separate values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
+
+func requireConfig(path string) error {
+	if path == "" {
+		return usageError{"--config FILE is required"}
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/hsm"
+	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/store"
+	"github.com/cachet-custody/cachet/tpm"
+)
+
+// openBackend opens the key backend the configuration selects. With two
+// backends a plain switch is clearer than a registry.
+func openBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (keys.Backend, error) {
+	switch cfg.Backend.Kind {
+	case config.KindPKCS11:
+		c := cfg.Backend.PKCS11
+		pin, err := c.PIN()
+		if err != nil {
+			return nil, fmt.Errorf("HSM PIN: %w", err)
+		}
+		defer clear(pin)
+		return hsm.Open(ctx, hsm.Options{Module: c.Module, TokenLabel: c.TokenLabel, PIN: string(pin), Sessions: c.Sessions, Logger: log})
+	case config.KindTPM:
+		c := cfg.Backend.TPM
+		auth, err := c.Auth()
+		if err != nil {
+			return nil, fmt.Errorf("TPM auth value: %w", err)
+		}
+		defer clear(auth)
+		return tpm.Open(ctx, tpm.Options{Device: c.Device, PCRs: c.PCRs, Auth: auth, Handle: c.Handle, StateFile: c.StateFile, Logger: log})
+	}
+	return nil, fmt.Errorf("unknown backend kind %q", cfg.Backend.Kind)
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// appliance is an open backend and store.
+type appliance struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	backend keys.Backend
+	store   *store.Store
+}
+
+func (a *appliance) Close() error {
+	var errs []error
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	if a.backend != nil {
+		errs = append(errs, a.backend.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// openAppliance loads the config and opens the backend and the store.
+func openAppliance(ctx context.Context, cfgPath string) (*appliance, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	return openWith(ctx, cfg)
+}
+
+func openWith(ctx context.Context, cfg *config.Config) (*appliance, error) {
+	a := &appliance{cfg: cfg, log: newLogger(cfg.Log)}
+	var err error
+	if a.backend, err = openBackend(ctx, cfg, a.log); err != nil {
+		return nil, err
+	}
+	if a.store, err = store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, Logger: a.log}); err != nil {
+		a.backend.Close()
+		return nil, err
+	}
+	return a, nil
+}

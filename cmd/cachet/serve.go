@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/daemon"
+	"github.com/cachet-custody/cachet/devmode"
+	"github.com/cachet-custody/cachet/keys"
+)
+
+func runServe(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("serve")
+	cfgPath := fs.String("config", "", "config file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireConfig(*cfgPath); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg)
+}
+
+func serve(ctx context.Context, cfg *config.Config) error {
+	a, err := openWith(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return daemon.Run(ctx, daemon.RunOptions{Config: cfg, Backend: a.backend, Store: a.store, Logger: a.log, Version: version})
+}
+
+func runDev(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("dev")
+	dir := fs.String("dir", "", "directory of the dev appliance (created on first use)")
+	backend := fs.String("backend", "", "pkcs11 (SoftHSM) or tpm (swtpm); default pkcs11, or what DIR was set up with")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usageError{"--dir DIR is required"}
+	}
+	env, err := devmode.Prepare(ctx, devmode.Options{
+		Dir: *dir, Backend: *backend, Out: out,
+		Open: func(ctx context.Context, cfg *config.Config) (keys.Backend, error) {
+			return openBackend(ctx, cfg, newLogger(cfg.Log))
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	fmt.Fprintf(out, "cachet dev: serving %s on %s (Ctrl-C stops)\n%s", env.Dir, env.App.Socket, env.Hint())
+	if f, ok := out.(*os.File); ok {
+		f.Sync()
+	}
+	return serve(ctx, env.Config)
+}

@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+)
+
+// Error codes of the API, in Privy's {"error": ..., "code": ...} shape.
+const (
+	CodeInvalidData  = "invalid_data"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not_found"
+	CodeMethod       = "method_not_allowed"
+	CodeConflict     = "resource_conflict"
+	CodeTooLarge     = "payload_too_large"
+	CodeInternal     = "internal_error"
+	CodeUnavailable  = "unavailable"
+)
+
+// APIError is an error the client may see. Handlers return one for every
+// refusal they mean; any other error becomes a 500 whose text stays in the
+// log, so no internal detail (let alone a secret) reaches a client.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf-style constructors for the common cases.
+func badRequest(msg string) *APIError { return &APIError{http.StatusBadRequest, CodeInvalidData, msg} }
+func unauthorized(msg string) *APIError {
+	return &APIError{http.StatusUnauthorized, CodeUnauthorized, msg}
+}
+func forbidden(msg string) *APIError { return &APIError{http.StatusForbidden, CodeForbidden, msg} }
+
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// writeError maps err to a response once, at the edge.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		ae = &APIError{http.StatusInternalServerError, CodeInternal, "Internal error; the daemon's log has the details."}
+	}
+	writeJSON(w, ae.Status, errorBody{Error: ae.Message, Code: ae.Code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

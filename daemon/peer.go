@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Peer is the local process at the other end of a connection, as the kernel
+// reports it (SO_PEERCRED, SO_PEERGROUPS) at connect time.
+type Peer struct {
+	PID    int32
+	UID    uint32
+	GID    uint32
+	Groups []uint32 // supplementary groups
+}
+
+func (p Peer) String() string { return fmt.Sprintf("uid=%d gid=%d pid=%d", p.UID, p.GID, p.PID) }
+
+type peerKey struct{}
+
+// PeerFrom returns the connection's peer. It is an error, not a zero Peer
+// (uid 0 is root), when the context carries none.
+func PeerFrom(ctx context.Context) (Peer, error) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	if !ok {
+		return Peer{}, errors.New("no peer credentials on this connection")
+	}
+	return p, nil
+}
+
+// peerCredentials reads the peer of a Unix socket connection.
+func peerCredentials(c *net.UnixConn) (Peer, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var p Peer
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		var uc *unix.Ucred
+		uc, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if cerr != nil {
+			return
+		}
+		p = Peer{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}
+		p.Groups, cerr = peerGroups(int(fd))
+	})
+	if err == nil {
+		err = cerr
+	}
+	return p, err
+}
+
+// peerGroups reads SO_PEERGROUPS (Linux 4.13+). x/sys has the constant but no
+// wrapper for this array-valued option, so the getsockopt call is made here.
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 64)
+	for {
+		size := uint32(len(buf) * 4)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&size)), 0)
+		switch errno {
+		case 0:
+			return buf[:size/4], nil
+		case syscall.ERANGE:
+			if size <= uint32(len(buf)*4) || size > 1<<20 {
+				return nil, fmt.Errorf("SO_PEERGROUPS: %w", errno)
+			}
+			buf = make([]uint32, size/4)
+		case syscall.ENOPROTOOPT:
+			return nil, nil // older kernel: primary gid only
+		default:
+			return nil, fmt.Errorf("SO_PEERGROUPS: %w", errno)
+		}
+	}
+}
+
+// PeerPolicy decides which local users may connect.
+type PeerPolicy struct {
+	SelfUID uint32
+	UIDs    []uint32
+	GIDs    []uint32
+}
+
+// Allows reports whether p may connect: the daemon's own uid, an allowed
+// uid, or an allowed primary or supplementary group.
+func (pp PeerPolicy) Allows(p Peer) bool {
+	if p.UID == pp.SelfUID || slices.Contains(pp.UIDs, p.UID) || slices.Contains(pp.GIDs, p.GID) {
+		return true
+	}
+	for _, g := range p.Groups {
+		if slices.Contains(pp.GIDs, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerListener checks every connection's peer as it is accepted, before the
+// HTTP server reads anything from it. A refused peer gets a 403 written
+// without reading its request, and the connection is closed.
+type peerListener struct {
+	net.Listener
+	policy PeerPolicy
+	log    *slog.Logger
+}
+
+// peerConn carries the checked peer to http.Server.ConnContext.
+type peerConn struct {
+	net.Conn
+	peer Peer
+}
+
+const refusedResponse = "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			l.log.Error("refused a connection that is not a Unix socket", "remote", c.RemoteAddr().String())
+			continue
+		}
+		p, err := peerCredentials(uc)
+		if err != nil {
+			c.Close()
+			l.log.Error("refused a connection whose peer credentials cannot be read", "error", err)
+			continue
+		}
+		if !l.policy.Allows(p) {
+			l.log.Warn("refused connection from a local user the config does not allow", "uid", p.UID, "gid", p.GID, "pid", p.PID)
+			go refuse(c)
+			continue
+		}
+		return &peerConn{Conn: c, peer: p}, nil
+	}
+}
+
+func refuse(c net.Conn) {
+	defer c.Close()
+	body := `{"error":"This local user may not use Cachet (see server.allowed_uids and server.allowed_gids).","code":"forbidden"}`
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(c, refusedResponse, len(body), body)
+}

@@ -1,0 +1,175 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/ceremony"
+	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/store"
+)
+
+// RunOptions is what Run serves with. Run takes ownership of neither the
+// backend nor the store; the caller closes them after Run returns.
+type RunOptions struct {
+	Config  *config.Config
+	Backend keys.Backend // the raw hardware backend
+	Store   *store.Store
+	Logger  *slog.Logger
+	Version string
+	// Ready, if set, is called once the socket accepts requests (tests).
+	Ready func(socket string)
+}
+
+// Run serves until ctx ends, then drains in-flight requests and returns. It
+// refuses to start when the hardware and the store disagree about the root or
+// the audit log's tail does not verify: no signature may leave a daemon whose
+// record cannot be trusted.
+func Run(ctx context.Context, o RunOptions) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg := o.Config
+	if err := ceremony.CheckReady(ctx, o.Backend, o.Store); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
+	info, err := o.Backend.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("refusing to serve: key backend: %w", err)
+	}
+	pub, err := o.Backend.AuthKey(ctx, keys.AuditKeyLabel)
+	if err != nil {
+		return fmt.Errorf("refusing to serve: audit key: %w", err)
+	}
+	rep, err := audit.VerifyTail(ctx, o.Store.DB(), pub)
+	if err != nil {
+		var ce *audit.ChainError
+		if errors.As(err, &ce) {
+			return fmt.Errorf("refusing to serve: %w (run `cachet audit verify` for the whole log)", err)
+		}
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
+	alog := audit.New(o.Store, o.Backend, audit.Options{
+		CheckpointEvery: cfg.Audit.CheckpointRecords, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration, Logger: log,
+	})
+	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Logger: log, Version: o.Version})
+
+	ln, activated, cleanup, err := Listen(cfg.Server)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	policy := PeerPolicy{SelfUID: uint32(os.Getuid())}
+	for _, u := range cfg.Server.AllowedUIDs {
+		policy.UIDs = append(policy.UIDs, uint32(u))
+	}
+	for _, g := range cfg.Server.AllowedGIDs {
+		policy.GIDs = append(policy.GIDs, uint32(g))
+	}
+	pl := &peerListener{Listener: ln, policy: policy, log: log}
+	// An own socket was bound in a private directory and renamed into place,
+	// so the listener's address is not the path clients use.
+	addr := cfg.Server.Socket
+	if activated {
+		addr = ln.Addr().String()
+	}
+
+	detail, _ := json.Marshal(map[string]any{
+		"version": o.Version, "pid": os.Getpid(), "backend": info.Kind, "backend_identity": info.Identity,
+		"socket": addr, "socket_activated": activated, "audit_tail_from": rep.LastCheckSeq,
+	})
+	if _, err := alog.Record(ctx, audit.Entry{Actor: "cachet", Action: "daemon.start", Target: info.RootFingerprint, Decision: audit.DecisionAllow, Detail: string(detail)}); err != nil {
+		ln.Close()
+		return fmt.Errorf("refusing to serve: cannot write the audit log: %w", err)
+	}
+
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	auditDone := make(chan struct{})
+	go func() { alog.Run(auditCtx); close(auditDone) }()
+
+	hs := srv.HTTPServer()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(pl) }()
+
+	log.Info("serving", "socket", addr, "socket_activated", activated, "backend", info.Kind,
+		"root_fingerprint", info.RootFingerprint, "audit_head", rep.HeadSeq, "public_url", cfg.Server.PublicURL)
+	notify(log, "READY=1\nSTATUS=serving on "+addr)
+	if o.Ready != nil {
+		o.Ready(addr)
+	}
+
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go srv.watchdog(wdCtx)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: draining in-flight requests", "drain_timeout", cfg.Server.DrainTimeout.String())
+	case runErr = <-serveErr:
+		log.Error("server stopped", "error", runErr)
+	}
+	notify(log, "STOPPING=1")
+	stopWatchdog()
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainTimeout.Duration)
+	if err := hs.Shutdown(dctx); err != nil {
+		log.Error("drain incomplete; closing the remaining connections", "error", err)
+		hs.Close()
+	}
+	cancel()
+	if _, err := alog.Record(context.Background(), audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
+		log.Error("audit record of the stop failed", "error", err)
+	}
+	stopAudit() // appends a final checkpoint
+	<-auditDone
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// watchdog pings systemd at half the WatchdogSec interval, but only while
+// the backend, the store and the audit log pass a health check: a daemon
+// whose HSM has gone away should be restarted, not kept alive.
+func (s *Server) watchdog(ctx context.Context) {
+	interval, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		s.log.Error("watchdog settings", "error", err)
+		return
+	}
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if h := s.checkHealth(ctx); h.Status != "ok" {
+			s.log.Error("health check failed; not pinging the watchdog", "backend", h.Backend.Error, "store", h.Store.Error, "audit", h.Audit.Error)
+			continue
+		}
+		notify(s.log, "WATCHDOG=1")
+	}
+}
+
+// notify sends a state to systemd. Without NOTIFY_SOCKET it does nothing.
+func notify(log *slog.Logger, state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		log.Error("sd_notify failed", "state", state, "error", err)
+	}
+}

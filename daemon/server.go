@@ -1,0 +1,252 @@
+// Package daemon owns Cachet's HTTP API on a Unix socket: the listener
+// (systemd socket activation or a socket of its own), the peer-credential
+// check that runs before a byte of a request is read, app credentials, the
+// route table with the permission each route needs, the error shape, and the
+// lifecycle (sd_notify READY/STOPPING, watchdog, draining on SIGTERM).
+//
+// It speaks HTTP/1.1 only, to local processes only. It never puts a request
+// body, a header value or a secret into its log.
+package daemon
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/store"
+)
+
+// Log field names, kept in one place so logs can be queried reliably.
+const (
+	logMethod   = "method"
+	logPath     = "path"
+	logStatus   = "status"
+	logDuration = "duration_ms"
+	logUID      = "uid"
+	logApp      = "app_id"
+)
+
+// Access is the permission a route requires.
+type Access int
+
+const (
+	// AccessPeer: an allowed local peer (every connection already is).
+	AccessPeer Access = iota
+	// AccessApp: HTTP Basic app credentials and a matching privy-app-id.
+	AccessApp
+)
+
+// App is the authenticated app of a request.
+type App struct{ ID string }
+
+type appKey struct{}
+
+// AppFrom returns the request's authenticated app; ok is false on routes
+// that do not require one.
+func AppFrom(ctx context.Context) (App, bool) {
+	a, ok := ctx.Value(appKey{}).(App)
+	return a, ok
+}
+
+// HandlerFunc is an API handler: it writes a success itself, or returns an
+// error that the server maps to the error shape.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Deps is what the server works with.
+type Deps struct {
+	Config  *config.Config
+	Backend keys.Backend // already wrapped by audit.Backend
+	Store   *store.Store
+	Audit   *audit.Log
+	Logger  *slog.Logger
+	Version string
+}
+
+// Server is the API.
+type Server struct {
+	deps   Deps
+	log    *slog.Logger
+	mux    *http.ServeMux
+	apps   map[string]config.App
+	host   string
+	routes map[string]Access
+}
+
+// New builds the API handler and its routes.
+func New(d Deps) *Server {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	s := &Server{
+		deps: d, log: d.Logger, mux: http.NewServeMux(),
+		apps: map[string]config.App{}, host: d.Config.Server.PublicHost(),
+		routes: map[string]Access{},
+	}
+	for _, a := range d.Config.Apps {
+		s.apps[a.ID] = a
+	}
+	s.Handle("GET /healthz", AccessPeer, s.healthz)
+	s.Handle("GET /v1/status", AccessApp, s.status)
+	return s
+}
+
+// Handle registers a route with the access it requires. It panics on a
+// duplicate pattern at start-up, so two handlers can never silently share a
+// route.
+func (s *Server) Handle(pattern string, access Access, h HandlerFunc) {
+	if _, dup := s.routes[pattern]; dup {
+		panic("daemon: route registered twice: " + pattern)
+	}
+	s.routes[pattern] = access
+	s.mux.Handle(pattern, s.wrap(access, h))
+}
+
+func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if access == AccessApp {
+			app, err := s.authenticateApp(r)
+			if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), appKey{}, app))
+			w.Header().Set("privy-app-id", app.ID)
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.deps.Config.Server.MaxBodyBytes)
+		if err := h(w, r); err != nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+}
+
+// authenticateApp checks Basic app_id:app_secret against the configured
+// hash and that privy-app-id names the same app. Every failure gives the same
+// message, so a caller cannot probe which app ids exist.
+func (s *Server) authenticateApp(r *http.Request) (App, error) {
+	fail := unauthorized("Invalid app ID or app secret.")
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		return App{}, unauthorized("Missing app credentials: send HTTP Basic app_id:app_secret.")
+	}
+	hdr := r.Header.Get("privy-app-id")
+	if hdr == "" {
+		return App{}, badRequest("Missing privy-app-id header.")
+	}
+	app, known := s.apps[id]
+	if !known {
+		// Hash anyway so an unknown id costs the same as a wrong secret.
+		config.App{SecretHash: config.HashAppSecret("")}.CheckSecret(secret)
+		return App{}, fail
+	}
+	if !app.CheckSecret(secret) {
+		return App{}, fail
+	}
+	if subtle.ConstantTimeCompare([]byte(hdr), []byte(id)) != 1 {
+		return App{}, badRequest("privy-app-id does not match the app credentials.")
+	}
+	return App{ID: id}, nil
+}
+
+// ServeHTTP applies the checks every request gets, then routes it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("handler panicked", logMethod, r.Method, logPath, r.URL.Path, "panic", fmt.Sprint(p))
+			if !rec.wrote {
+				writeError(rec, r, s.log, fmt.Errorf("panic: %v", p))
+			}
+		}
+		attrs := []any{logMethod, r.Method, logPath, r.URL.Path, logStatus, rec.status, logDuration, time.Since(start).Milliseconds()}
+		if p, err := PeerFrom(r.Context()); err == nil {
+			attrs = append(attrs, logUID, p.UID)
+		}
+		if id, _, ok := r.BasicAuth(); ok && rec.status < 400 {
+			attrs = append(attrs, logApp, id)
+		}
+		s.log.Info("request", attrs...)
+	}()
+	// A browser must never drive this API: a page could otherwise reach a
+	// socket that a local proxy exposes.
+	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
+		writeError(rec, r, s.log, forbidden("Browser requests are not accepted."))
+		return
+	}
+	if !strings.EqualFold(r.Host, s.host) {
+		writeError(rec, r, s.log, badRequest(fmt.Sprintf("Unexpected Host %q: this daemon serves %q (server.public_url).", r.Host, s.host)))
+		return
+	}
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		writeError(rec, r, s.log, s.noRoute(r))
+		return
+	}
+	s.mux.ServeHTTP(rec, r)
+}
+
+// noRoute tells "no such path" from "path exists, other method".
+func (s *Server) noRoute(r *http.Request) error {
+	for pattern := range s.routes {
+		_, path, _ := strings.Cut(pattern, " ")
+		probe := r.Clone(r.Context())
+		probe.Method, _, _ = strings.Cut(pattern, " ")
+		if _, p := s.mux.Handler(probe); p == pattern && path != "" {
+			return &APIError{http.StatusMethodNotAllowed, CodeMethod, fmt.Sprintf("%s is not allowed on %s.", r.Method, r.URL.Path)}
+		}
+	}
+	return &APIError{http.StatusNotFound, CodeNotFound, fmt.Sprintf("No route for %s %s.", r.Method, r.URL.Path)}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+// HTTPServer builds the http.Server for the handler, with the configured
+// timeouts and the peer carried from the listener into each request.
+func (s *Server) HTTPServer() *http.Server {
+	c := s.deps.Config.Server
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: c.ReadHeaderTimeout.Duration,
+		ReadTimeout:       c.ReadTimeout.Duration,
+		WriteTimeout:      c.WriteTimeout.Duration,
+		IdleTimeout:       c.IdleTimeout.Duration,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peerConn); ok {
+				ctx = context.WithValue(ctx, peerKey{}, pc.peer)
+				ctx = audit.WithActor(ctx, pc.peer.String())
+			}
+			return ctx
+		},
+	}
+}
+
+// basicAuthHeader builds an Authorization header value (tests and clients).
+func basicAuthHeader(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+}
