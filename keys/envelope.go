@@ -21,7 +21,19 @@ const (
 	TagSize       = 16
 	BlobOverhead  = headerSize + IVSize + TagSize
 	maxSealedSize = 1 << 20
+	// MaxPlaintext is the largest secret Seal accepts: its blob must stay
+	// within what ParseEnvelope accepts.
+	MaxPlaintext = maxSealedSize - BlobOverhead
 )
+
+// CheckPlaintextSize refuses a secret too large to seal. Backends call it
+// before sealing, so no blob is ever made that Unseal would refuse.
+func CheckPlaintextSize(n int) error {
+	if n > MaxPlaintext {
+		return fmt.Errorf("%w: plaintext of %d bytes, at most %d", ErrInvalidInput, n, MaxPlaintext)
+	}
+	return nil
+}
 
 // Envelope is the parsed header of a sealed blob.
 type Envelope struct {

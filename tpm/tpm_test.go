@@ -1,0 +1,1078 @@
+package tpm
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/cachet-custody/cachet/internal/testhw"
+	"github.com/cachet-custody/cachet/keys"
+)
+
+func newRoot(t testing.TB) []byte {
+	t.Helper()
+	r := make([]byte, keys.RootSize)
+	if _, err := rand.Read(r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func open(t testing.TB, opts Options) keys.Backend {
+	t.Helper()
+	b, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", opts.Device, err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+func provision(t testing.TB, b keys.Backend, root []byte, gen uint32, replace bool) {
+	t.Helper()
+	p, ok := b.(keys.Provisioner)
+	if !ok {
+		t.Fatal("backend does not implement keys.Provisioner")
+	}
+	if err := p.Provision(context.Background(), root, keys.ProvisionOptions{Generation: gen, Replace: replace}); err != nil {
+		t.Fatalf("Provision generation %d: %v", gen, err)
+	}
+}
+
+// provisioned starts a backend on dev with a fresh root as generation 1.
+func provisioned(t testing.TB, opts Options) (keys.Backend, []byte) {
+	t.Helper()
+	b := open(t, opts)
+	root := newRoot(t)
+	provision(t, b, root, 1, false)
+	return b, root
+}
+
+// rawTPM connects to a swtpm device directly, bypassing the package's
+// device lock, as another process would.
+func rawTPM(t testing.TB, device string) transport.TPMCloser {
+	t.Helper()
+	network, addr, _ := strings.Cut(device, ":")
+	conn, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return transport.FromReadWriteCloser(conn)
+}
+
+// loadedHandles lists transient objects and sessions in the TPM. The backend
+// must leave none behind: swtpm keeps them across connections.
+func loadedHandles(t testing.TB, device string) []tpm2.TPMHandle {
+	t.Helper()
+	tpm := rawTPM(t, device)
+	defer tpm.Close()
+	var all []tpm2.TPMHandle
+	for _, first := range []uint32{0x80000000, 0x02000000, 0x03000000} {
+		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: first, PropertyCount: 64}.Execute(tpm)
+		if err != nil {
+			t.Fatalf("GetCapability handles %#x: %v", first, err)
+		}
+		hs, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs.Handle {
+			if uint32(h)>>24 == first>>24 {
+				all = append(all, h)
+			}
+		}
+	}
+	return all
+}
+
+func checkNoLeaks(t testing.TB, device string) {
+	t.Helper()
+	if hs := loadedHandles(t, device); len(hs) != 0 {
+		t.Errorf("TPM left with %d transient objects or sessions: %#x", len(hs), hs)
+	}
+}
+
+func TestTransports(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(testing.TB) *testhw.Swtpm
+	}{
+		{"unix", testhw.StartSwtpm},
+		{"tcp", testhw.StartSwtpmTCP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sw := tc.start(t)
+			ctx := context.Background()
+			b := open(t, Options{Device: sw.Device, PCRs: []int{16}})
+
+			info, err := b.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Provisioned || info.Generation != 0 || info.RootFingerprint != "" {
+				t.Fatalf("fresh TPM: Info = %+v, want unprovisioned", info)
+			}
+
+			root := newRoot(t)
+			provision(t, b, root, 1, false)
+			blob, err := b.Seal(ctx, keys.PurposeWallet, []byte("entropy"), []byte("wallet-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := b.Unseal(ctx, keys.PurposeWallet, blob, []byte("wallet-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != "entropy" {
+				t.Fatalf("Unseal = %q", got)
+			}
+
+			info, err = b.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantFP, _ := keys.Fingerprint(root)
+			if info.Kind != "tpm" || !info.Provisioned || info.Generation != 1 ||
+				!slices.Equal(info.Generations, []uint32{1}) || info.RootFingerprint != wantFP {
+				t.Errorf("Info = %+v, want tpm, provisioned, generation 1, fingerprint %s", info, wantFP)
+			}
+			id := info.Identity
+			if id["device"] != sw.Device || id["manufacturer"] != "IBM" || id["vendor"] == "" ||
+				id["firmware"] == "" || len(id["srk_name"]) != 2*(2+sha256.Size) {
+				t.Errorf("Identity = %v", id)
+			}
+			t.Logf("Identity: %v", id)
+			checkNoLeaks(t, sw.Device)
+		})
+	}
+}
+
+func TestSealUnsealRoundTrip(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	b, _ := provisioned(t, Options{Device: sw.Device, PCRs: []int{16}})
+	ctx := context.Background()
+	for _, purpose := range keys.Purposes {
+		for _, size := range []int{0, 1, 64, 4096} {
+			t.Run(fmt.Sprintf("%s/%d", purpose, size), func(t *testing.T) {
+				pt := make([]byte, size)
+				rand.Read(pt)
+				aad := []byte("aad:" + string(purpose))
+				blob1, err := b.Seal(ctx, purpose, pt, aad)
+				if err != nil {
+					t.Fatal(err)
+				}
+				blob2, err := b.Seal(ctx, purpose, pt, aad)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bytes.Equal(blob1, blob2) {
+					t.Fatal("two seals of the same plaintext are identical")
+				}
+				if len(blob1) != size+keys.BlobOverhead {
+					t.Errorf("blob of %d bytes, want %d", len(blob1), size+keys.BlobOverhead)
+				}
+				if gen, err := keys.BlobGeneration(blob1); err != nil || gen != 1 {
+					t.Errorf("BlobGeneration = %d, %v", gen, err)
+				}
+				for _, blob := range [][]byte{blob1, blob2} {
+					got, err := b.Unseal(ctx, purpose, blob, aad)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, pt) {
+						t.Fatal("round trip changed the plaintext")
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestUnsealRejects(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	b, _ := provisioned(t, Options{Device: sw.Device})
+	// Generation 3 exists too, so a header edit can name a held generation.
+	provision(t, b, newRoot(t), 3, false)
+	ctx := context.Background()
+
+	// Seal under generation 3, the current one; its header byte 6 is 3.
+	aad := []byte("wallet-7")
+	blob, err := b.Seal(ctx, keys.PurposeWallet, bytes.Repeat([]byte("k"), 64), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gen, _ := keys.BlobGeneration(blob); gen != 3 {
+		t.Fatalf("sealed under generation %d, want the highest, 3", gen)
+	}
+	flip := func(i int, bit byte) []byte {
+		c := bytes.Clone(blob)
+		c[i] ^= bit
+		return c
+	}
+	const hdr, iv = 7, keys.IVSize
+	for _, tc := range []struct {
+		name    string
+		purpose keys.Purpose
+		blob    []byte
+		aad     []byte
+		want    error
+	}{
+		{"header magic", keys.PurposeWallet, flip(0, 0x01), aad, keys.ErrAuthFailed},
+		{"header version", keys.PurposeWallet, flip(1, 0x02), aad, keys.ErrAuthFailed},
+		{"header purpose", keys.PurposeWallet, flip(2, 0x03), aad, keys.ErrAuthFailed},
+		{"header generation to another held one", keys.PurposeWallet, flip(6, 0x02), aad, keys.ErrAuthFailed},
+		{"header generation to one not held", keys.PurposeWallet, flip(3, 0x80), aad, keys.ErrUnknownGeneration},
+		{"IV", keys.PurposeWallet, flip(hdr+5, 0x10), aad, keys.ErrAuthFailed},
+		{"ciphertext first byte", keys.PurposeWallet, flip(hdr+iv, 0x01), aad, keys.ErrAuthFailed},
+		{"ciphertext last byte", keys.PurposeWallet, flip(len(blob)-keys.TagSize-1, 0x80), aad, keys.ErrAuthFailed},
+		{"tag", keys.PurposeWallet, flip(len(blob)-1, 0x01), aad, keys.ErrAuthFailed},
+		{"truncated", keys.PurposeWallet, blob[:len(blob)-1], aad, keys.ErrAuthFailed},
+		{"too short", keys.PurposeWallet, blob[:keys.BlobOverhead-1], aad, keys.ErrAuthFailed},
+		{"wrong aad", keys.PurposeWallet, blob, []byte("wallet-8"), keys.ErrAuthFailed},
+		{"missing aad", keys.PurposeWallet, blob, nil, keys.ErrAuthFailed},
+		{"other purpose", keys.PurposeRecovery, blob, aad, keys.ErrAuthFailed},
+		{"unknown purpose", keys.Purpose("audit"), blob, aad, keys.ErrInvalidInput},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := b.Unseal(ctx, tc.purpose, tc.blob, tc.aad)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Unseal = %q, %v; want %v", got, err, tc.want)
+			}
+			if got != nil {
+				t.Fatal("Unseal returned plaintext with an error")
+			}
+		})
+	}
+	if _, err := b.Unseal(ctx, keys.PurposeWallet, blob, aad); err != nil {
+		t.Fatalf("the untouched blob no longer unseals: %v", err)
+	}
+}
+
+func TestNotProvisioned(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	b := open(t, Options{Device: sw.Device, PCRs: []int{16}})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"Seal", func() error { _, err := b.Seal(ctx, keys.PurposeWallet, []byte("x"), nil); return err }},
+		{"Unseal", func() error {
+			_, err := b.Unseal(ctx, keys.PurposeWallet, make([]byte, keys.BlobOverhead), nil)
+			return err
+		}},
+		{"AuthKey", func() error { _, err := b.AuthKey(ctx, "audit"); return err }},
+		{"SignAuth", func() error { _, err := b.SignAuth(ctx, "audit", make([]byte, 32)); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, keys.ErrNotProvisioned) {
+				t.Fatalf("error %v, want ErrNotProvisioned", err)
+			}
+		})
+	}
+	info, err := b.Info(ctx)
+	if err != nil || info.Provisioned || info.Identity["srk_name"] == "" {
+		t.Fatalf("Info = %+v, %v", info, err)
+	}
+	// A later Provision makes the same backend usable.
+	provision(t, b, newRoot(t), 1, false)
+	if _, err := b.Seal(ctx, keys.PurposeWallet, []byte("x"), nil); err != nil {
+		t.Fatalf("Seal after Provision: %v", err)
+	}
+}
+
+func TestProvisionTwiceAndReplace(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	opts := Options{Device: sw.Device, PCRs: []int{16}}
+	b, root1 := provisioned(t, opts)
+	old, err := b.Seal(ctx, keys.PurposeRecovery, []byte("share"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	root2 := newRoot(t)
+	err = b.(keys.Provisioner).Provision(ctx, root2, keys.ProvisionOptions{Generation: 1})
+	if !errors.Is(err, keys.ErrAlreadyProvisioned) {
+		t.Fatalf("second Provision: %v, want ErrAlreadyProvisioned", err)
+	}
+	checkNoLeaks(t, sw.Device)
+	// The refused provisioning changed nothing, in this backend or in a new one.
+	fp1, _ := keys.Fingerprint(root1)
+	if info, _ := b.Info(ctx); info.RootFingerprint != fp1 {
+		t.Fatalf("fingerprint %s after refused Provision, want %s", info.RootFingerprint, fp1)
+	}
+	b.Close()
+	b2 := open(t, opts)
+	if _, err := b2.Unseal(ctx, keys.PurposeRecovery, old, nil); err != nil {
+		t.Fatalf("old blob after refused Provision: %v", err)
+	}
+
+	provision(t, b2, root2, 1, true)
+	fp2, _ := keys.Fingerprint(root2)
+	if info, _ := b2.Info(ctx); info.RootFingerprint != fp2 {
+		t.Fatalf("fingerprint %s after Replace, want %s", info.RootFingerprint, fp2)
+	}
+	if _, err := b2.Unseal(ctx, keys.PurposeRecovery, old, nil); !errors.Is(err, keys.ErrAuthFailed) {
+		t.Fatalf("blob of the replaced root: %v, want ErrAuthFailed", err)
+	}
+	b2.Close()
+	b3 := open(t, opts)
+	if info, _ := b3.Info(ctx); info.RootFingerprint != fp2 || !slices.Equal(info.Generations, []uint32{1}) {
+		t.Fatalf("reopened after Replace: %+v", info)
+	}
+	checkNoLeaks(t, sw.Device)
+}
+
+func TestGenerations(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	opts := Options{Device: sw.Device, PCRs: []int{16}, Handle: 0x81000D00}
+	b, _ := provisioned(t, opts)
+	blob1, err := b.Seal(ctx, keys.PurposeWallet, []byte("one"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root2 := newRoot(t)
+	provision(t, b, root2, 2, false)
+	blob2, err := b.Seal(ctx, keys.PurposeWallet, []byte("two"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := keys.BlobGeneration(blob2); g != 2 {
+		t.Fatalf("Seal used generation %d, want 2", g)
+	}
+	b.Close()
+
+	b2 := open(t, opts)
+	info, err := b2.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp2, _ := keys.Fingerprint(root2)
+	if info.Generation != 2 || !slices.Equal(info.Generations, []uint32{1, 2}) || info.RootFingerprint != fp2 {
+		t.Fatalf("Info = %+v", info)
+	}
+	for want, blob := range map[string][]byte{"one": blob1, "two": blob2} {
+		got, err := b2.Unseal(ctx, keys.PurposeWallet, blob, nil)
+		if err != nil || string(got) != want {
+			t.Fatalf("Unseal = %q, %v; want %q", got, err, want)
+		}
+	}
+	// The persistent objects sit where the handle scheme says.
+	tpm := rawTPM(t, sw.Device)
+	defer tpm.Close()
+	for _, h := range []uint32{0x81000D00, 0x81000D01} {
+		if _, err := (tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(h)}).Execute(tpm); err != nil {
+			t.Errorf("ReadPublic(%#x): %v", h, err)
+		}
+	}
+}
+
+func TestDerivationMatchesSoftware(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	b, root := provisioned(t, Options{Device: sw.Device})
+
+	info, err := b.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := keys.Fingerprint(root); info.RootFingerprint != want {
+		t.Fatalf("RootFingerprint %s, want %s", info.RootFingerprint, want)
+	}
+
+	expand := func(info []byte) ([]byte, error) { return keys.Expand(root, info) }
+	for _, label := range []string{keys.AuditKeyLabel, keys.AuthKeyPrefix + "0", keys.AuthKeyPrefix + "ops/1", "x"} {
+		t.Run(label, func(t *testing.T) {
+			want, err := keys.DeriveP256(label, expand)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := b.AuthKey(ctx, label)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Equal(&want.PublicKey) {
+				t.Fatal("AuthKey differs from keys.DeriveP256")
+			}
+			// The returned key is the caller's: changing it must not
+			// change what the backend returns next.
+			got.Curve = nil
+			again, err := b.AuthKey(ctx, label)
+			if err != nil || !again.Equal(&want.PublicKey) {
+				t.Fatalf("AuthKey after the caller modified its copy: %v", err)
+			}
+
+			for i := range 200 {
+				digest := sha256.Sum256(fmt.Appendf(nil, "%s message %d", label, i))
+				sig, err := b.SignAuth(ctx, label, digest[:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !ecdsa.VerifyASN1(&want.PublicKey, digest[:], sig) {
+					t.Fatalf("signature %d does not verify", i)
+				}
+				if !keys.IsLowS(sig) {
+					t.Fatalf("signature %d has high S", i)
+				}
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name   string
+		label  string
+		digest []byte
+	}{
+		{"short digest", "audit", make([]byte, 31)},
+		{"long digest", "audit", make([]byte, 33)},
+		{"nil digest", "audit", nil},
+		{"bad label", "../audit", make([]byte, 32)},
+		{"upper-case label", "Audit", make([]byte, 32)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := b.SignAuth(ctx, tc.label, tc.digest); !errors.Is(err, keys.ErrInvalidInput) {
+				t.Fatalf("SignAuth: %v, want ErrInvalidInput", err)
+			}
+		})
+	}
+	if _, err := b.AuthKey(ctx, ""); !errors.Is(err, keys.ErrInvalidInput) {
+		t.Fatalf("AuthKey(\"\"): %v, want ErrInvalidInput", err)
+	}
+}
+
+func TestRestart(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	opts := Options{Device: sw.Device, PCRs: []int{16}, StateFile: filepath.Join(t.TempDir(), "tpm.json")}
+	b, root := provisioned(t, opts)
+	blob, err := b.Seal(ctx, keys.PurposeWallet, []byte("survives"), []byte("id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub1, err := b.AuthKey(ctx, "audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	sw.Restart(t)
+	b2 := open(t, opts)
+	got, err := b2.Unseal(ctx, keys.PurposeWallet, blob, []byte("id"))
+	if err != nil || string(got) != "survives" {
+		t.Fatalf("Unseal after restart = %q, %v", got, err)
+	}
+	pub2, err := b2.AuthKey(ctx, "audit")
+	if err != nil || !pub2.Equal(pub1) {
+		t.Fatalf("AuthKey after restart differs: %v", err)
+	}
+	info, err := b2.Info(ctx)
+	if want, _ := keys.Fingerprint(root); err != nil || info.RootFingerprint != want {
+		t.Fatalf("Info after restart = %+v, %v", info, err)
+	}
+}
+
+func TestPCRBinding(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		stateFile bool // configure a state file
+		remove    bool // delete it before the failing Open
+	}{
+		{"with state file", true, false},
+		{"without state file", false, false},
+		{"state file deleted", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sw := testhw.StartSwtpm(t)
+			ctx := context.Background()
+			opts := Options{Device: sw.Device, PCRs: []int{16}}
+			if tc.stateFile {
+				opts.StateFile = filepath.Join(t.TempDir(), "tpm-state.json")
+			}
+			b, _ := provisioned(t, opts)
+			blob, err := b.Seal(ctx, keys.PurposeWallet, []byte("bound"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.remove {
+				if err := os.Remove(opts.StateFile); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			event := []byte("kernel update")
+			if err := ExtendPCR(ctx, sw.Device, 16, event); err != nil {
+				t.Fatal(err)
+			}
+			eventDigest := sha256.Sum256(event)
+			wantPCR := sha256.Sum256(append(make([]byte, 32), eventDigest[:]...))
+
+			_, err = Open(ctx, opts)
+			var mm *PCRMismatchError
+			if !errors.As(err, &mm) {
+				t.Fatalf("Open after extending PCR 16: %v, want a *PCRMismatchError", err)
+			}
+			if !errors.Is(err, tpm2.TPMRCPolicyFail) {
+				t.Errorf("error does not wrap TPM_RC_POLICY_FAIL: %v", err)
+			}
+			if errors.Is(err, keys.ErrUnavailable) {
+				t.Errorf("a PCR mismatch is reported as an unavailable TPM: %v", err)
+			}
+			if !slices.Equal(mm.Bound, []int{16}) || mm.Generation != 1 || mm.Handle != DefaultHandle {
+				t.Errorf("mismatch = %+v", mm)
+			}
+			if len(mm.Current) != 1 || mm.Current[0].PCR != 16 || !bytes.Equal(mm.Current[0].Current, wantPCR[:]) {
+				t.Errorf("Current = %+v, want PCR 16 = %x", mm.Current, wantPCR)
+			}
+			msg := err.Error()
+			for _, want := range []string{"PCR 16", hex.EncodeToString(wantPCR[:]), "cachet restore --replace", "tampered"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error text lacks %q: %s", want, msg)
+				}
+			}
+			if tc.stateFile && !tc.remove {
+				if len(mm.Changed) != 1 || mm.Changed[0].PCR != 16 ||
+					!bytes.Equal(mm.Changed[0].Sealed, make([]byte, 32)) || !bytes.Equal(mm.Changed[0].Current, wantPCR[:]) {
+					t.Fatalf("Changed = %+v, want PCR 16 from zero to %x", mm.Changed, wantPCR)
+				}
+				if mm.StateFile != opts.StateFile {
+					t.Errorf("StateFile = %q", mm.StateFile)
+				}
+			} else if len(mm.Changed) != 0 || mm.StateFile != "" {
+				t.Errorf("without a state file: Changed = %+v, StateFile %q", mm.Changed, mm.StateFile)
+			}
+			t.Logf("error text: %s", msg)
+			checkNoLeaks(t, sw.Device)
+
+			// A reboot resets PCR 16 (swtpm's debug PCR) and the root
+			// unseals again.
+			sw.Restart(t)
+			b2 := open(t, opts)
+			if got, err := b2.Unseal(ctx, keys.PurposeWallet, blob, nil); err != nil || string(got) != "bound" {
+				t.Fatalf("Unseal after PCR reset = %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// A configuration that binds other PCRs than the sealing did is named as
+// such, not as a changed PCR.
+func TestPCRSelectionChanged(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	opts := Options{Device: sw.Device, PCRs: []int{16}, StateFile: filepath.Join(t.TempDir(), "s.json")}
+	b, _ := provisioned(t, opts)
+	b.Close()
+	if err := ExtendPCR(context.Background(), sw.Device, 23, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	opts.PCRs = []int{16, 23}
+	_, err := Open(context.Background(), opts)
+	var mm *PCRMismatchError
+	if !errors.As(err, &mm) {
+		t.Fatalf("Open with another PCR selection: %v, want a *PCRMismatchError", err)
+	}
+	if len(mm.Changed) != 0 || !strings.Contains(mm.Note, "sealed to PCRs 16 but the configuration now binds 16,23") {
+		t.Fatalf("mismatch = %+v", mm)
+	}
+	if len(mm.Current) != 2 || mm.Current[0].Sealed == nil || mm.Current[1].Sealed != nil {
+		t.Fatalf("Current = %+v, want PCR 16 with its sealed value and PCR 23 without", mm.Current)
+	}
+}
+
+// A PCR outside the policy does not matter.
+func TestUnboundPCRIgnored(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	opts := Options{Device: sw.Device, PCRs: []int{16}}
+	b, _ := provisioned(t, opts)
+	b.Close()
+	if err := ExtendPCR(ctx, sw.Device, 23, []byte("noise")); err != nil {
+		t.Fatal(err)
+	}
+	open(t, opts)
+}
+
+func TestStateFile(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	path := filepath.Join(t.TempDir(), "state.json")
+	b, root := provisioned(t, Options{Device: sw.Device, PCRs: []int{16, 23}, StateFile: path})
+	provision(t, b, newRoot(t), 2, false)
+
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := b.Info(context.Background())
+	if st.Version != 1 || st.SRKName != info.Identity["srk_name"] || st.Device != sw.Device || len(st.Generations) != 2 {
+		t.Fatalf("state file = %s", body)
+	}
+	e := st.entry(1)
+	fp, _ := keys.Fingerprint(root)
+	if e == nil || !slices.Equal(e.PCRs, []int{16, 23}) || e.PCRBank != "sha256" || e.Handle != "0x81000c01" ||
+		e.PCRValues["16"] != strings.Repeat("00", 32) || e.RootFingerprint != fp || e.AuthValue {
+		t.Fatalf("generation 1 entry = %+v", e)
+	}
+	if bytes.Contains(body, root) || strings.Contains(string(body), hex.EncodeToString(root)) {
+		t.Fatal("the state file contains the root")
+	}
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*"))
+	if len(matches) != 0 {
+		t.Errorf("temporary files left behind: %v", matches)
+	}
+}
+
+func TestAuthValue(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	right := []byte("correct horse battery")
+	wrong := []byte("incorrect pony")
+	opts := Options{Device: sw.Device, PCRs: []int{16}, Auth: right, StateFile: filepath.Join(t.TempDir(), "s.json")}
+	b, _ := provisioned(t, opts)
+	blob, err := b.Seal(ctx, keys.PurposeWallet, []byte("guarded"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	t.Run("wrong", func(t *testing.T) {
+		o := opts
+		o.Auth = wrong
+		_, err := Open(ctx, o)
+		if !errors.Is(err, ErrAuthValue) {
+			t.Fatalf("Open with the wrong auth value: %v, want ErrAuthValue", err)
+		}
+		var mm *PCRMismatchError
+		if errors.As(err, &mm) {
+			t.Fatal("a wrong auth value is reported as a PCR mismatch")
+		}
+		for _, secret := range [][]byte{wrong, right} {
+			if strings.Contains(err.Error(), string(secret)) || strings.Contains(err.Error(), hex.EncodeToString(secret)) {
+				t.Fatalf("error echoes an auth value: %s", err)
+			}
+		}
+		t.Logf("error text: %s", err)
+		checkNoLeaks(t, sw.Device)
+	})
+	t.Run("missing", func(t *testing.T) {
+		o := opts
+		o.Auth = nil
+		_, err := Open(ctx, o)
+		var mm *PCRMismatchError
+		if !errors.As(err, &mm) {
+			t.Fatalf("Open without the auth value: %v, want a policy failure", err)
+		}
+		if len(mm.Changed) != 0 || !strings.Contains(mm.Note, "auth value") {
+			t.Fatalf("mismatch = %+v, want no changed PCR and a note about the auth value", mm)
+		}
+	})
+	t.Run("right", func(t *testing.T) {
+		b := open(t, opts)
+		if got, err := b.Unseal(ctx, keys.PurposeWallet, blob, nil); err != nil || string(got) != "guarded" {
+			t.Fatalf("Unseal = %q, %v", got, err)
+		}
+	})
+}
+
+// A restore provisions the same root on new hardware: the keys and blobs of
+// the first TPM work on the second.
+func TestRestoreOnSecondTPM(t *testing.T) {
+	ctx := context.Background()
+	swA, swB := testhw.StartSwtpm(t), testhw.StartSwtpmTCP(t)
+	a, root := provisioned(t, Options{Device: swA.Device, PCRs: []int{16}})
+	b := open(t, Options{Device: swB.Device, PCRs: []int{16}})
+	provision(t, b, root, 1, false)
+
+	blob, err := a.Seal(ctx, keys.PurposeRecovery, []byte("moved"), []byte("u1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Unseal(ctx, keys.PurposeRecovery, blob, []byte("u1")); err != nil || string(got) != "moved" {
+		t.Fatalf("blob from TPM A on TPM B: %q, %v", got, err)
+	}
+	for _, label := range []string{"audit", "auth/0"} {
+		pa, err := a.AuthKey(ctx, label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pb, err := b.AuthKey(ctx, label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pa.Equal(pb) {
+			t.Fatalf("AuthKey(%q) differs between the TPMs", label)
+		}
+		digest := sha256.Sum256([]byte(label))
+		sig, err := b.SignAuth(ctx, label, digest[:])
+		if err != nil || !ecdsa.VerifyASN1(pa, digest[:], sig) {
+			t.Fatalf("signature from TPM B does not verify under TPM A's key: %v", err)
+		}
+	}
+	ia, _ := a.Info(ctx)
+	ib, _ := b.Info(ctx)
+	if ia.RootFingerprint != ib.RootFingerprint {
+		t.Fatal("fingerprints differ")
+	}
+	if ia.Identity["srk_name"] == ib.Identity["srk_name"] {
+		t.Fatal("two swtpm instances report the same SRK name")
+	}
+}
+
+func TestOtherProcessCanUseTPM(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	b, _ := provisioned(t, Options{Device: sw.Device, PCRs: []int{16}})
+	if _, err := b.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sock := strings.TrimPrefix(sw.Device, "unix:")
+	// tpm2-tools' swtpm TCTI expects the control socket at SOCK.ctrl;
+	// testhw puts it at STATEDIR/ctrl.
+	ctrl := filepath.Join(sw.StateDir, "ctrl")
+	if _, err := os.Stat(ctrl); err != nil {
+		t.Fatalf("swtpm control socket not where testhw used to put it: %v", err)
+	}
+	if err := os.Symlink(ctrl, sock+".ctrl"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "tpm2_getrandom", "-T", "swtpm:path="+sock, "--hex", "8").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tpm2_getrandom while the backend is open (after %v): %v\n%s", time.Since(start), err, out)
+	}
+	t.Logf("tpm2_getrandom took %v: %s", time.Since(start), bytes.TrimSpace(out))
+
+	// And a plain second connection, as another Go process would make.
+	tpm := rawTPM(t, sw.Device)
+	defer tpm.Close()
+	if _, err := (tpm2.GetRandom{BytesRequested: 8}).Execute(tpm); err != nil {
+		t.Fatalf("GetRandom on a second connection: %v", err)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	b, root := provisioned(t, Options{Device: sw.Device, PCRs: []int{16}})
+	expand := func(info []byte) ([]byte, error) { return keys.Expand(root, info) }
+	const goroutines, rounds = 16, 20
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*rounds)
+	for g := range goroutines {
+		wg.Go(func() {
+			label := fmt.Sprintf("auth/%d", g%4)
+			want, err := keys.DeriveP256(label, expand)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for i := range rounds {
+				pt := fmt.Appendf(nil, "g%d-i%d", g, i)
+				p := keys.Purposes[(g+i)%len(keys.Purposes)]
+				blob, err := b.Seal(ctx, p, pt, pt)
+				if err != nil {
+					errs <- fmt.Errorf("Seal: %w", err)
+					return
+				}
+				got, err := b.Unseal(ctx, p, blob, pt)
+				if err != nil || !bytes.Equal(got, pt) {
+					errs <- fmt.Errorf("Unseal = %q, %v", got, err)
+					return
+				}
+				digest := sha256.Sum256(pt)
+				sig, err := b.SignAuth(ctx, label, digest[:])
+				if err != nil || !ecdsa.VerifyASN1(&want.PublicKey, digest[:], sig) {
+					errs <- fmt.Errorf("SignAuth: %v", err)
+					return
+				}
+				pub, err := b.AuthKey(ctx, label)
+				if err != nil || !pub.Equal(&want.PublicKey) {
+					errs <- fmt.Errorf("AuthKey: %v", err)
+					return
+				}
+				if i%5 == 0 {
+					if info, err := b.Info(ctx); err != nil || !info.Provisioned {
+						errs <- fmt.Errorf("Info = %+v, %v", info, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	checkNoLeaks(t, sw.Device)
+}
+
+// vmLckKB reads the process's locked memory from /proc/self/status.
+func vmLckKB(t testing.TB) int {
+	t.Helper()
+	body, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if rest, ok := strings.CutPrefix(line, "VmLck:"); ok {
+			var kb int
+			if _, err := fmt.Sscanf(rest, "%d kB", &kb); err != nil {
+				t.Fatalf("parse VmLck %q: %v", rest, err)
+			}
+			return kb
+		}
+	}
+	t.Fatal("no VmLck in /proc/self/status")
+	return 0
+}
+
+// The root, the KEKs and the P-256 scalars sit in locked pages, which Close
+// releases.
+func TestKeysInLockedMemory(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	before := vmLckKB(t)
+	b, _ := provisioned(t, Options{Device: sw.Device})
+	afterOpen := vmLckKB(t)
+	if _, err := b.AuthKey(context.Background(), "audit"); err != nil {
+		t.Fatal(err)
+	}
+	afterKey := vmLckKB(t)
+	page := os.Getpagesize() / 1024
+	if afterOpen-before < page {
+		t.Errorf("VmLck grew by %d kB at provisioning, want a page for the root and KEKs", afterOpen-before)
+	}
+	if afterKey-afterOpen < page {
+		t.Errorf("VmLck grew by %d kB for the first P-256 key, want a page", afterKey-afterOpen)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := vmLckKB(t); got != before {
+		t.Errorf("VmLck %d kB after Close, %d kB before Open", got, before)
+	}
+}
+
+func TestClose(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	b, root := provisioned(t, Options{Device: sw.Device})
+	blob, err := b.Seal(ctx, keys.PurposeWallet, []byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AuthKey(ctx, "audit"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"Seal", func() error { _, err := b.Seal(ctx, keys.PurposeWallet, []byte("x"), nil); return err }},
+		{"Unseal", func() error { _, err := b.Unseal(ctx, keys.PurposeWallet, blob, nil); return err }},
+		{"AuthKey", func() error { _, err := b.AuthKey(ctx, "audit"); return err }},
+		{"SignAuth", func() error { _, err := b.SignAuth(ctx, "audit", make([]byte, 32)); return err }},
+		{"Info", func() error { _, err := b.Info(ctx); return err }},
+		{"Provision", func() error {
+			return b.(keys.Provisioner).Provision(ctx, root, keys.ProvisionOptions{Generation: 2})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, keys.ErrUnavailable) {
+				t.Fatalf("after Close: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+	// The refused Provision did not reach the TPM.
+	tpm := rawTPM(t, sw.Device)
+	defer tpm.Close()
+	if _, err := (tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(DefaultHandle + 1)}).Execute(tpm); !errors.Is(err, tpm2.TPMRCHandle) {
+		t.Fatalf("generation 2 handle after refused Provision: %v", err)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	ctx := context.Background()
+	t.Run("no listener", func(t *testing.T) {
+		_, err := Open(ctx, Options{Device: "unix:" + filepath.Join(t.TempDir(), "absent.sock")})
+		if !errors.Is(err, keys.ErrUnavailable) {
+			t.Fatalf("Open: %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("no device", func(t *testing.T) {
+		_, err := Open(ctx, Options{Device: "/dev/no-such-tpm"})
+		if !errors.Is(err, keys.ErrUnavailable) {
+			t.Fatalf("Open: %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("not a device", func(t *testing.T) {
+		_, err := Open(ctx, Options{Device: "/etc/hostname"})
+		if !errors.Is(err, keys.ErrUnavailable) {
+			t.Fatalf("Open: %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("TPM stops while open", func(t *testing.T) {
+		sw := testhw.StartSwtpm(t)
+		b, _ := provisioned(t, Options{Device: sw.Device})
+		sw.Stop(t)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := b.Info(cctx); !errors.Is(err, keys.ErrUnavailable) {
+			t.Fatalf("Info with swtpm stopped: %v, want ErrUnavailable", err)
+		}
+		// Sealing needs no TPM round trip and goes on working.
+		if _, err := b.Seal(ctx, keys.PurposeWallet, []byte("x"), nil); err != nil {
+			t.Fatalf("Seal with swtpm stopped: %v", err)
+		}
+	})
+	t.Run("peer holds the TPM", func(t *testing.T) {
+		sw := testhw.StartSwtpm(t)
+		b := open(t, Options{Device: sw.Device})
+		// Another client holds swtpm's only connection slot: Info must
+		// give up when its context ends rather than hang.
+		hold := rawTPM(t, sw.Device)
+		if _, err := (tpm2.GetRandom{BytesRequested: 1}).Execute(hold); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := b.Info(cctx)
+		if !errors.Is(err, keys.ErrUnavailable) {
+			t.Fatalf("Info while another client holds swtpm: %v, want ErrUnavailable", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("Info took %v to give up", d)
+		}
+		hold.Close()
+		if _, err := b.Info(ctx); err != nil {
+			t.Fatalf("Info once the peer let go: %v", err)
+		}
+	})
+}
+
+func TestOptionsRejected(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"empty device", Options{}},
+		{"relative path", Options{Device: "tpmrm0"}},
+		{"unix without path", Options{Device: "unix:"}},
+		{"tcp without port", Options{Device: "tcp:127.0.0.1"}},
+		{"tcp not loopback", Options{Device: "tcp:192.0.2.1:2321"}},
+		{"negative PCR", Options{Device: sw.Device, PCRs: []int{-1}}},
+		{"PCR 24", Options{Device: sw.Device, PCRs: []int{24}}},
+		{"duplicate PCR", Options{Device: sw.Device, PCRs: []int{7, 7}}},
+		{"auth too long", Options{Device: sw.Device, Auth: make([]byte, 33)}},
+		{"handle not persistent", Options{Device: sw.Device, Handle: 0x80000001}},
+		{"handle in platform range", Options{Device: sw.Device, Handle: 0x81800000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Open(context.Background(), tc.opts)
+			if !errors.Is(err, keys.ErrInvalidInput) {
+				if b != nil {
+					b.Close()
+				}
+				t.Fatalf("Open: %v, want ErrInvalidInput", err)
+			}
+		})
+	}
+	b := open(t, Options{Device: sw.Device})
+	p := b.(keys.Provisioner)
+	for _, tc := range []struct {
+		name string
+		root []byte
+		gen  uint32
+	}{
+		{"short root", make([]byte, 31), 1},
+		{"long root", make([]byte, 33), 1},
+		{"generation 0", newRoot(t), 0},
+		{"generation past the handle range", newRoot(t), maxGenerations + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := p.Provision(context.Background(), tc.root, keys.ProvisionOptions{Generation: tc.gen}); !errors.Is(err, keys.ErrInvalidInput) {
+				t.Fatalf("Provision: %v, want ErrInvalidInput", err)
+			}
+		})
+	}
+	if info, err := b.Info(context.Background()); err != nil || info.Provisioned {
+		t.Fatalf("after refused provisioning: %+v, %v", info, err)
+	}
+}
+
+// An object that is not a Cachet root in Cachet's handle range stops Open
+// instead of being unsealed or ignored.
+func TestForeignObjectInHandleRange(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	tpm := rawTPM(t, sw.Device)
+	srk, err := createSRK(tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tpm2.EvictControl{
+		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		ObjectHandle:     tpm2.NamedHandle{Handle: srk.handle, Name: srk.name},
+		PersistentHandle: tpm2.TPMHandle(DefaultHandle),
+	}.Execute(tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := flush(tpm, srk.handle, "srk"); err != nil {
+		t.Fatal(err)
+	}
+	tpm.Close()
+
+	_, err = Open(context.Background(), Options{Device: sw.Device})
+	if err == nil || errors.Is(err, keys.ErrNotProvisioned) || !strings.Contains(err.Error(), "not a Cachet sealed root") {
+		t.Fatalf("Open with a foreign object at %#x: %v", DefaultHandle, err)
+	}
+	checkNoLeaks(t, sw.Device)
+}
