@@ -89,7 +89,7 @@ const (
 // reuses an earlier setup, and leaves the hardware running: SOFTHSM2_CONF is
 // set in this process, or swtpm is started. The caller serves with
 // Env.Config and calls Env.Close when done.
-func Prepare(ctx context.Context, o Options) (env *Env, err error) {
+func Prepare(ctx context.Context, o Options) (_ *Env, err error) {
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
 		return nil, err
@@ -100,7 +100,7 @@ func Prepare(ctx context.Context, o Options) (env *Env, err error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	env = &Env{Dir: dir, ConfigPath: filepath.Join(dir, "cachet.toml")}
+	env := &Env{Dir: dir, ConfigPath: filepath.Join(dir, "cachet.toml")}
 	defer func() {
 		if err != nil {
 			env.Close()
