@@ -123,6 +123,14 @@ type Options struct {
 	StateFile string
 	// Logger receives operational events; nil discards them.
 	Logger *slog.Logger
+	// AllowLocked lets Open succeed when a generation's root is present but
+	// the TPM refuses to unseal it (its PCR policy fails, or the auth value
+	// is rejected), so that `cachet restore --replace` can re-seal it from
+	// operator shares. Such a generation holds no key: Info reports the
+	// hardware as provisioned, and every key operation fails with the
+	// TPM's refusal until Provision replaces the root. Only the restore
+	// ceremony sets it; serving with a locked root is never possible.
+	AllowLocked bool
 }
 
 // ErrAuthValue means the TPM rejected Options.Auth for the sealed root.
@@ -157,7 +165,8 @@ type backend struct {
 	mu      sync.RWMutex
 	closed  bool
 	gens    map[uint32]*keyring
-	current uint32 // highest generation held; 0 when unprovisioned
+	locked  map[uint32]error // generations present but refused (AllowLocked)
+	current uint32           // highest generation held; 0 when unprovisioned
 	srkName string // hex; refreshed by every operation that creates the SRK
 }
 
@@ -209,6 +218,7 @@ func Open(ctx context.Context, opts Options) (keys.Backend, error) {
 		stateFile: opts.StateFile,
 		log:       log.With(logDevice, opts.Device),
 		gens:      map[uint32]*keyring{},
+		locked:    map[uint32]error{},
 	}
 	if len(opts.Auth) > 0 {
 		b.auth = slices.Clone(opts.Auth)
@@ -231,6 +241,12 @@ func Open(ctx context.Context, opts Options) (keys.Backend, error) {
 		}
 		for _, g := range gens {
 			kr, err := b.unsealGeneration(t, srk, g)
+			var mismatch *PCRMismatchError
+			if err != nil && opts.AllowLocked && (errors.As(err, &mismatch) || errors.Is(err, ErrAuthValue)) {
+				b.locked[g] = err
+				b.log.Warn("sealed root present but refused by the TPM; open for replacement only", logGeneration, g, logErr, err)
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -489,6 +505,7 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 	}
 	b.srkName = srkName
 	b.gens[gen] = kr
+	delete(b.locked, gen)
 	b.current = max(b.current, gen)
 	b.log.Info("provisioned root", logGeneration, gen, logHandle, fmt.Sprintf("%#x", uint32(h)), logPCRs, b.pcrs, logFingerprint, kr.fingerprint)
 	return derr
@@ -501,6 +518,9 @@ func (b *backend) currentKeyring() (*keyring, error) {
 		return nil, errClosed
 	}
 	if b.current == 0 {
+		for _, err := range b.locked {
+			return nil, fmt.Errorf("tpm: %w: %w", keys.ErrUnavailable, err)
+		}
 		return nil, fmt.Errorf("tpm: %w", keys.ErrNotProvisioned)
 	}
 	return b.gens[b.current], nil
@@ -667,8 +687,15 @@ func (b *backend) Info(ctx context.Context) (keys.BackendInfo, error) {
 			"firmware": fmt.Sprintf("%08x.%08x", props[tpm2.TPMPTFirmwareVersion1], props[tpm2.TPMPTFirmwareVersion2]),
 			"srk_name": b.srkName,
 		},
-		Provisioned: b.current != 0,
+		Provisioned: b.current != 0 || len(b.locked) > 0,
 		Generation:  b.current,
+	}
+	if len(b.locked) > 0 {
+		var gs []string
+		for _, g := range slices.Sorted(maps.Keys(b.locked)) {
+			gs = append(gs, strconv.FormatUint(uint64(g), 10))
+		}
+		info.Identity["locked_generations"] = strings.Join(gs, ",")
 	}
 	if b.current != 0 {
 		info.Generations = slices.Sorted(maps.Keys(b.gens))

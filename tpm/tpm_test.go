@@ -1076,3 +1076,52 @@ func TestForeignObjectInHandleRange(t *testing.T) {
 	}
 	checkNoLeaks(t, sw.Device)
 }
+
+// After an expected PCR change, AllowLocked opens the TPM for the re-seal
+// only: no key operation works, Info says the TPM holds a root, and a
+// Provision with Replace re-seals the same root to the new PCR value.
+func TestAllowLockedForReseal(t *testing.T) {
+	sw := testhw.StartSwtpm(t)
+	ctx := context.Background()
+	opts := Options{Device: sw.Device, PCRs: []int{16}, StateFile: filepath.Join(t.TempDir(), "s.json")}
+	b, root := provisioned(t, opts)
+	blob, err := b.Seal(ctx, keys.PurposeWallet, []byte("kept"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := ExtendPCR(ctx, sw.Device, 16, []byte("expected update")); err != nil {
+		t.Fatal(err)
+	}
+	// Without the option, a refused root still fails Open.
+	if _, err := Open(ctx, opts); err == nil {
+		t.Fatal("Open succeeded with a locked root")
+	}
+	lockedOpts := opts
+	lockedOpts.AllowLocked = true
+	lb := open(t, lockedOpts)
+	info, err := lb.Info(ctx)
+	if err != nil || !info.Provisioned || info.RootFingerprint != "" || info.Identity["locked_generations"] != "1" {
+		t.Fatalf("Info of a locked TPM: %+v %v", info, err)
+	}
+	var mm *PCRMismatchError
+	if _, err := lb.Seal(ctx, keys.PurposeWallet, []byte("x"), nil); !errors.As(err, &mm) || !errors.Is(err, keys.ErrUnavailable) {
+		t.Fatalf("Seal with a locked root: %v", err)
+	}
+	if _, err := lb.SignAuth(ctx, keys.AuditKeyLabel, make([]byte, 32)); err == nil {
+		t.Fatal("SignAuth with a locked root succeeded")
+	}
+	if err := lb.(keys.Provisioner).Provision(ctx, root, keys.ProvisionOptions{Generation: 1}); !errors.Is(err, keys.ErrAlreadyProvisioned) {
+		t.Fatalf("Provision without Replace over a locked root: %v", err)
+	}
+	provision(t, lb, root, 1, true)
+	if got, err := lb.Unseal(ctx, keys.PurposeWallet, blob, nil); err != nil || string(got) != "kept" {
+		t.Fatalf("Unseal after re-seal: %q %v", got, err)
+	}
+	lb.Close()
+	// The re-sealed root opens normally at the new PCR value.
+	b3 := open(t, opts)
+	if info, err := b3.Info(ctx); err != nil || info.Identity["locked_generations"] != "" || !info.Provisioned {
+		t.Fatalf("after re-seal: %+v %v", info, err)
+	}
+}

@@ -41,7 +41,7 @@ func runInit(ctx context.Context, args []string, out io.Writer) error {
 	if len(operators) == 0 || *threshold == 0 || *outDir == "" {
 		return usageError{"--operator (one per operator), --threshold and --out are required"}
 	}
-	a, err := openAppliance(ctx, *cfgPath)
+	a, err := openAppliance(ctx, *cfgPath, openOptions{})
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 	if _, err := ceremony.CheckShares(shares, ""); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath)
+	a, err := openAppliance(ctx, *cfgPath, openOptions{forReplace: *replace})
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err := requireConfig(*cfgPath); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath)
+	a, err := openAppliance(ctx, *cfgPath, openOptions{})
 	if err != nil {
 		return err
 	}
@@ -250,7 +250,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	} else {
-		if a, err = openWith(ctx, cfg); err != nil {
+		if a, err = openWith(ctx, cfg, openOptions{}); err != nil {
 			return err
 		}
 		if pub, err = a.backend.AuthKey(ctx, keys.AuditKeyLabel); err != nil {

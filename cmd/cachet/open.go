@@ -14,9 +14,16 @@ import (
 	"github.com/cachet-custody/cachet/tpm"
 )
 
+// openOptions are the few ways a command opens hardware differently.
+type openOptions struct {
+	// forReplace opens a TPM whose root it cannot unseal, for `restore
+	// --replace` to re-seal it.
+	forReplace bool
+}
+
 // openBackend opens the key backend the configuration selects. With two
 // backends a plain switch is clearer than a registry.
-func openBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (keys.Backend, error) {
+func openBackend(ctx context.Context, cfg *config.Config, log *slog.Logger, o openOptions) (keys.Backend, error) {
 	switch cfg.Backend.Kind {
 	case config.KindPKCS11:
 		c := cfg.Backend.PKCS11
@@ -33,7 +40,7 @@ func openBackend(ctx context.Context, cfg *config.Config, log *slog.Logger) (key
 			return nil, fmt.Errorf("TPM auth value: %w", err)
 		}
 		defer clear(auth)
-		return tpm.Open(ctx, tpm.Options{Device: c.Device, PCRs: c.PCRs, Auth: auth, Handle: c.Handle, StateFile: c.StateFile, Logger: log})
+		return tpm.Open(ctx, tpm.Options{Device: c.Device, PCRs: c.PCRs, Auth: auth, Handle: c.Handle, StateFile: c.StateFile, Logger: log, AllowLocked: o.forReplace})
 	}
 	return nil, fmt.Errorf("unknown backend kind %q", cfg.Backend.Kind)
 }
@@ -68,18 +75,18 @@ func (a *appliance) Close() error {
 }
 
 // openAppliance loads the config and opens the backend and the store.
-func openAppliance(ctx context.Context, cfgPath string) (*appliance, error) {
+func openAppliance(ctx context.Context, cfgPath string, o openOptions) (*appliance, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return nil, err
 	}
-	return openWith(ctx, cfg)
+	return openWith(ctx, cfg, o)
 }
 
-func openWith(ctx context.Context, cfg *config.Config) (*appliance, error) {
+func openWith(ctx context.Context, cfg *config.Config, o openOptions) (*appliance, error) {
 	a := &appliance{cfg: cfg, log: newLogger(cfg.Log)}
 	var err error
-	if a.backend, err = openBackend(ctx, cfg, a.log); err != nil {
+	if a.backend, err = openBackend(ctx, cfg, a.log, o); err != nil {
 		return nil, err
 	}
 	if a.store, err = store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, Logger: a.log}); err != nil {

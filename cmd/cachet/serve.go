@@ -29,7 +29,7 @@ func runServe(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func serve(ctx context.Context, cfg *config.Config) error {
-	a, err := openWith(ctx, cfg)
+	a, err := openWith(ctx, cfg, openOptions{})
 	if err != nil {
 		return err
 	}
@@ -50,7 +50,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	env, err := devmode.Prepare(ctx, devmode.Options{
 		Dir: *dir, Backend: *backend, Out: out,
 		Open: func(ctx context.Context, cfg *config.Config) (keys.Backend, error) {
-			return openBackend(ctx, cfg, newLogger(cfg.Log))
+			return openBackend(ctx, cfg, newLogger(cfg.Log), openOptions{})
 		},
 	})
 	if err != nil {
