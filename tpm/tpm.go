@@ -167,7 +167,7 @@ type backend struct {
 	gens    map[uint32]*keyring
 	locked  map[uint32]error // generations present but refused (AllowLocked)
 	current uint32           // highest generation held; 0 when unprovisioned
-	srkName string // hex; refreshed by every operation that creates the SRK
+	srkName string           // hex; refreshed by every operation that creates the SRK
 }
 
 var (

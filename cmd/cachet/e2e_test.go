@@ -135,7 +135,9 @@ func (a *testAppliance) init() string {
 	return strings.TrimSpace(strings.TrimPrefix(fp[0], "root fingerprint:"))
 }
 
-func (a *testAppliance) share(i int) string { return filepath.Join(a.dir, "shares", fmt.Sprintf("share-%d-of-3.age", i)) }
+func (a *testAppliance) share(i int) string {
+	return filepath.Join(a.dir, "shares", fmt.Sprintf("share-%d-of-3.age", i))
+}
 
 func (a *testAppliance) serve(cfg string) *proc {
 	a.t.Helper()
@@ -686,4 +688,3 @@ func TestConfigCheckCommand(t *testing.T) {
 		t.Fatalf("unknown command: %s", r)
 	}
 }
-
