@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -149,9 +151,39 @@ func (l *peerListener) Accept() (net.Conn, error) {
 	}
 }
 
+// refuse answers a refused peer. The decision was made before anything was
+// read; what follows only gets the answer to the client. HTTP clients (Go's
+// among them) fail on a response that arrives before their request is
+// written, and a socket closed with unread data resets the peer, so the
+// request header is read and discarded (never parsed) before the 403 is
+// written, and whatever follows is discarded until the client closes: at
+// most 64 KiB in all, for at most 2 seconds.
 func refuse(c net.Conn) {
 	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	limited := io.LimitReader(c, 64<<10)
+	discardHeader(limited)
 	body := `{"error":"This local user may not use Cachet (see server.allowed_uids and server.allowed_gids).","code":"forbidden"}`
-	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	fmt.Fprintf(c, refusedResponse, len(body), body)
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+	}
+	io.Copy(io.Discard, limited)
+}
+
+// discardHeader reads until the blank line that ends an HTTP header, an
+// error, or the reader's limit.
+func discardHeader(r io.Reader) {
+	buf := make([]byte, 4096)
+	var tail []byte
+	for {
+		n, err := r.Read(buf)
+		tail = append(tail, buf[:n]...)
+		if bytes.Contains(tail, []byte("\r\n\r\n")) || err != nil {
+			return
+		}
+		if len(tail) > 3 {
+			tail = tail[len(tail)-3:]
+		}
+	}
 }

@@ -124,21 +124,34 @@ func (e *env) ok(args ...string) result {
 // proc is a running `cachet serve` or `cachet dev`.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	stdout *bytes.Buffer
+	stderr *syncBuf
+	stdout *syncBuf
 	done   chan error
 	e      *env
 }
 
+// syncBuf is written by os/exec's copying goroutine while the test reads it.
 type syncBuf struct {
 	mu sync.Mutex
-	b  *bytes.Buffer
+	b  bytes.Buffer
 }
 
 func (s *syncBuf) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuf) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
 }
 
 // start starts a long-running cachet and waits until socket answers /healthz.
@@ -149,9 +162,9 @@ func (e *env) start(socket string, args ...string) *proc {
 
 func (e *env) startCmd(cmd *exec.Cmd, socket string) *proc {
 	e.t.Helper()
-	d := &proc{cmd: cmd, stderr: &bytes.Buffer{}, stdout: &bytes.Buffer{}, done: make(chan error, 1), e: e}
-	cmd.Stderr = &syncBuf{b: d.stderr}
-	cmd.Stdout = &syncBuf{b: d.stdout}
+	d := &proc{cmd: cmd, stderr: &syncBuf{}, stdout: &syncBuf{}, done: make(chan error, 1), e: e}
+	cmd.Stderr = d.stderr
+	cmd.Stdout = d.stdout
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
