@@ -37,15 +37,38 @@ type Report struct {
 // hardware derives. It returns a *ChainError naming the first bad record, or
 // another error when the database cannot be read.
 func Verify(ctx context.Context, db *sql.DB, pub *ecdsa.PublicKey) (Report, error) {
+	return walk(ctx, db, pub, 1)
+}
+
+// VerifyTail checks the log from its last checkpoint on: that checkpoint's
+// hash and signature, then every record after it. It is what the daemon
+// runs at start, in time independent of the log's length; `cachet audit
+// verify` checks everything.
+func VerifyTail(ctx context.Context, db *sql.DB, pub *ecdsa.PublicKey) (Report, error) {
+	var cp uint64
+	err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_records WHERE action = ?`, ActionCheckpoint).Scan(&cp)
+	if err != nil {
+		return Report{}, fmt.Errorf("audit verify: %w", err)
+	}
+	return walk(ctx, db, pub, max(cp, 1))
+}
+
+// walk verifies the records from sequence number from to the head. From
+// record 1 the chain starts at the zero hash; from a checkpoint, the
+// checkpoint's own signature vouches for the hash it chains from.
+func walk(ctx context.Context, db *sql.DB, pub *ecdsa.PublicKey, from uint64) (Report, error) {
 	var rep Report
 	rows, err := db.QueryContext(ctx, `SELECT seq, ts, actor, action, target, decision, request_digest, result_digest, detail, prev_hash, hash
-		FROM audit_records ORDER BY seq`)
+		FROM audit_records WHERE seq >= ? ORDER BY seq`, from)
 	if err != nil {
 		return rep, fmt.Errorf("audit verify: %w", err)
 	}
 	defer rows.Close()
-	prev := zeroHash
-	next := uint64(1)
+	var prev []byte
+	if from == 1 {
+		prev = zeroHash
+	}
+	next := from
 	for rows.Next() {
 		var seq uint64
 		var ts int64
@@ -56,6 +79,12 @@ func Verify(ctx context.Context, db *sql.DB, pub *ecdsa.PublicKey) (Report, erro
 		}
 		if seq != next {
 			return rep, &ChainError{Seq: next, Reason: fmt.Sprintf("record is missing (the next record present is %d)", seq)}
+		}
+		if prev == nil {
+			if e.Action != ActionCheckpoint {
+				return rep, &ChainError{Seq: seq, Reason: "expected a checkpoint here"}
+			}
+			prev = prevHash // checked by the checkpoint's signature below
 		}
 		if !equalHash(prevHash, prev) {
 			return rep, &ChainError{Seq: seq, Reason: "its previous-hash does not match the record before it (deleted, inserted or reordered)"}
@@ -101,65 +130,4 @@ func checkCheckpoint(e *Entry, seq uint64, prev []byte, pub *ecdsa.PublicKey) st
 		return "checkpoint signature does not verify with this appliance's audit key"
 	}
 	return ""
-}
-
-// VerifyTail checks the log from its last checkpoint on: that checkpoint's
-// hash and signature, then every record after it. It is what the daemon
-// runs at start, in time independent of the log's length; `cachet audit
-// verify` checks everything.
-func VerifyTail(ctx context.Context, db *sql.DB, pub *ecdsa.PublicKey) (Report, error) {
-	var rep Report
-	var cp uint64
-	err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_records WHERE action = ?`, ActionCheckpoint).Scan(&cp)
-	if err != nil {
-		return rep, fmt.Errorf("audit verify: %w", err)
-	}
-	if cp == 0 {
-		return Verify(ctx, db, pub)
-	}
-	rows, err := db.QueryContext(ctx, `SELECT seq, ts, actor, action, target, decision, request_digest, result_digest, detail, prev_hash, hash
-		FROM audit_records WHERE seq >= ? ORDER BY seq`, cp)
-	if err != nil {
-		return rep, fmt.Errorf("audit verify: %w", err)
-	}
-	defer rows.Close()
-	var prev []byte
-	next := cp
-	for rows.Next() {
-		var seq uint64
-		var ts int64
-		var e Entry
-		var prevHash, hash []byte
-		if err := rows.Scan(&seq, &ts, &e.Actor, &e.Action, &e.Target, &e.Decision, &e.RequestDigest, &e.ResultDigest, &e.Detail, &prevHash, &hash); err != nil {
-			return rep, fmt.Errorf("audit verify: %w", err)
-		}
-		if seq != next {
-			return rep, &ChainError{Seq: next, Reason: fmt.Sprintf("record is missing (the next record present is %d)", seq)}
-		}
-		if prev == nil {
-			// The checkpoint's own signature vouches for the hash it chains
-			// from.
-			prev = prevHash
-			if reason := checkCheckpoint(&e, seq, prev, pub); reason != "" {
-				return rep, &ChainError{Seq: seq, Reason: reason}
-			}
-			rep.Checkpoints, rep.LastCheckSeq = 1, seq
-		}
-		if !equalHash(prevHash, prev) {
-			return rep, &ChainError{Seq: seq, Reason: "its previous-hash does not match the record before it (deleted, inserted or reordered)"}
-		}
-		if !equalHash(chainHash(seq, ts, &e, prev), hash) {
-			return rep, &ChainError{Seq: seq, Reason: "its hash does not match its contents (edited)"}
-		}
-		prev = hash
-		next++
-		rep.Records++
-	}
-	if err := rows.Err(); err != nil {
-		return rep, fmt.Errorf("audit verify: %w", err)
-	}
-	rep.HeadSeq = next - 1
-	rep.HeadHash = hex.EncodeToString(prev)
-	rep.Unsigned = rep.HeadSeq - rep.LastCheckSeq
-	return rep, nil
 }
