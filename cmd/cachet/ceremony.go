@@ -26,16 +26,13 @@ import (
 func operatorActor() string { return fmt.Sprintf("operator uid=%d", os.Getuid()) }
 
 func runInit(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlags("init")
-	cfgPath := fs.String("config", "", "config file")
+	fs := newConfigFlags("init")
+	cfgPath := fs.config
 	var operators listFlag
 	fs.Var(&operators, "operator", "an operator's age public key (age1...) or a file holding one; repeat once per operator")
 	threshold := fs.Int("threshold", 0, "shares needed to restore the root (m)")
 	outDir := fs.String("out", "", "directory for the share files (one per operator)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := requireConfig(*cfgPath); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if len(operators) == 0 || *threshold == 0 || *outDir == "" {
@@ -61,17 +58,14 @@ func runInit(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func runRestore(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlags("restore")
-	cfgPath := fs.String("config", "", "config file")
+	fs := newConfigFlags("restore")
+	cfgPath := fs.config
 	var shareFiles, idFiles listFlag
 	fs.Var(&shareFiles, "share", "an age-encrypted share file; repeat for each share")
 	fs.Var(&idFiles, "identity", "an age identity file that decrypts one or more of the shares; repeat as needed")
 	prompt := fs.Int("prompt", 0, "also read this many shares typed at the terminal (one cachet-share-v1 line each)")
 	replace := fs.Bool("replace", false, "provision over a root the hardware holds (re-seal a TPM root after an expected PCR change)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := requireConfig(*cfgPath); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if len(shareFiles) == 0 && *prompt == 0 {
@@ -162,13 +156,10 @@ func readSecretLine(prompt string) (string, error) {
 }
 
 func runStatus(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlags("status")
-	cfgPath := fs.String("config", "", "config file")
+	fs := newConfigFlags("status")
+	cfgPath := fs.config
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := requireConfig(*cfgPath); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	a, err := openAppliance(ctx, *cfgPath, openOptions{})
@@ -225,14 +216,11 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
 		return usageError{"usage: cachet audit verify --config FILE [--public-key KEY] [--json]"}
 	}
-	fs := newFlags("audit verify")
-	cfgPath := fs.String("config", "", "config file")
+	fs := newConfigFlags("audit verify")
+	cfgPath := fs.config
 	pubFlag := fs.String("public-key", "", "verify checkpoints with this audit public key (base64 DER SPKI) instead of asking the hardware")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	if err := requireConfig(*cfgPath); err != nil {
+	if err := fs.parse(args[1:]); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath)

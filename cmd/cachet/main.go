@@ -124,8 +124,24 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-func requireConfig(path string) error {
-	if path == "" {
+// configFlags is the flag set of a command that works on an appliance: it
+// takes the other flags plus a required --config FILE.
+type configFlags struct {
+	*flag.FlagSet
+	config *string
+}
+
+func newConfigFlags(name string) configFlags {
+	fs := newFlags(name)
+	return configFlags{FlagSet: fs, config: fs.String("config", "", "config file")}
+}
+
+// parse parses args and requires --config.
+func (f configFlags) parse(args []string) error {
+	if err := parse(f.FlagSet, args); err != nil {
+		return err
+	}
+	if *f.config == "" {
 		return usageError{"--config FILE is required"}
 	}
 	return nil

@@ -13,12 +13,9 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlags("serve")
-	cfgPath := fs.String("config", "", "config file")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := requireConfig(*cfgPath); err != nil {
+	fs := newConfigFlags("serve")
+	cfgPath := fs.config
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath)
