@@ -192,6 +192,10 @@ func (b *backend) errNotProvisioned() error {
 
 // current returns the generation Seal uses: the highest one on the token.
 func (b *backend) current(ctx context.Context) (uint32, error) {
+	// The caches below answer without the token; a closed backend must not.
+	if b.p.closing.Load() {
+		return 0, errClosed
+	}
 	gens := b.cachedGens()
 	if len(gens) == 0 {
 		var err error

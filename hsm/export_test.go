@@ -2,6 +2,8 @@ package hsm
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/miekg/pkcs11"
@@ -11,9 +13,10 @@ import (
 // tests can check what the token holds rather than what the Backend says.
 
 var (
-	RootLabel = rootLabel
-	KEKLabel  = kekLabel
-	P256Label = p256Label
+	RootLabel      = rootLabel
+	ParseRootLabel = parseRootLabel
+	KEKLabel       = kekLabel
+	P256Label      = p256Label
 )
 
 func raw(kb keys.Backend) *backend { return kb.(*backend) }
@@ -101,4 +104,49 @@ func ModuleRefs(path string) int {
 		return m.refs
 	}
 	return 0
+}
+
+// Object names a token object by class and label.
+type Object struct {
+	Class uint
+	Label string
+}
+
+// ObjectCounts counts every token object on the Backend's token by class and
+// label, private objects included.
+func ObjectCounts(ctx context.Context, kb keys.Backend) (map[Object]int, error) {
+	b := raw(kb)
+	counts := map[Object]int{}
+	err := b.p.do(ctx, func(s pkcs11.SessionHandle) error {
+		clear(counts)
+		if _, err := b.p.login(s); err != nil {
+			return err
+		}
+		hs, err := b.findObjects(s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true)})
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			as, err := b.p.mod.ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
+			})
+			if err != nil {
+				return mapErr("C_GetAttributeValue", err)
+			}
+			// CK_ULONG in the module's byte order.
+			var class uint64
+			switch v := as[0].Value; len(v) {
+			case 8:
+				class = binary.NativeEndian.Uint64(v)
+			case 4:
+				class = uint64(binary.NativeEndian.Uint32(v))
+			default:
+				return fmt.Errorf("CKA_CLASS of %d bytes", len(v))
+			}
+			counts[Object{Class: uint(class), Label: string(as[1].Value)}]++
+		}
+		return nil
+	})
+	return counts, err
 }

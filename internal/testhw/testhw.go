@@ -125,12 +125,20 @@ func startSwtpm(t testing.TB, tcp bool) *Swtpm {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	port := 0
-	if tcp {
-		port = freePort(t)
+	// A free TCP port can be taken by another process before swtpm binds
+	// it; a few attempts with new ports make that race harmless.
+	var s *Swtpm
+	for attempt := 0; attempt < 3; attempt++ {
+		port := 0
+		if tcp {
+			port = freePort(t)
+		}
+		s = &Swtpm{simhw.NewSwtpm(dir, port)}
+		if err = s.Swtpm.Start(); err == nil || !tcp {
+			break
+		}
 	}
-	s := &Swtpm{simhw.NewSwtpm(dir, port)}
-	if err := s.Swtpm.Start(); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Swtpm.Stop() })
