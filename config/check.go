@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Check returns every problem of the configuration, each with its key and
@@ -66,6 +67,8 @@ func (c *Config) Check() []Problem {
 		{"server.idle_timeout", s.IdleTimeout},
 		{"server.drain_timeout", s.DrainTimeout},
 		{"audit.checkpoint_interval", c.Audit.CheckpointInterval},
+		{"api.max_request_expiry", c.API.MaxRequestExpiry},
+		{"api.idempotency_ttl", c.API.IdempotencyTTL},
 	} {
 		if d.v.Duration <= 0 {
 			add(d.key, "must be a positive duration, like \"30s\"")
@@ -103,6 +106,11 @@ func (c *Config) Check() []Problem {
 			add("backend.pkcs11.sessions", "%d is outside 1..64", p.Sessions)
 		}
 		ps = append(ps, checkSecretRef("backend.pkcs11.pin", p.PINFile, p.PINEnv, true)...)
+		for k := range p.ModuleEnv {
+			if !envNameRE.MatchString(k) {
+				add("backend.pkcs11.module_env."+k, "not an environment variable name")
+			}
+		}
 	case KindTPM:
 		t := c.Backend.TPM
 		if !validTPMDevice(t.Device) {
@@ -138,6 +146,24 @@ func (c *Config) Check() []Problem {
 		add("audit.checkpoint_records", "must be at least 1")
 	}
 
+	if c.API.MaxRequestExpiry.Duration > 30*24*time.Hour {
+		add("api.max_request_expiry", "%s is more than 30 days; a signed request should not stay valid that long", c.API.MaxRequestExpiry)
+	}
+	chains := map[string]int{}
+	for i, ch := range c.Chains {
+		key := fmt.Sprintf("chains[%d]", i)
+		if !caip2RE.MatchString(ch.CAIP2) {
+			add(key+".caip2", "%q is not an EVM CAIP-2 chain id like \"eip155:1\"", ch.CAIP2)
+		} else if j, dup := chains[ch.CAIP2]; dup {
+			add(key+".caip2", "%q is also chains[%d].caip2", ch.CAIP2, j)
+		} else {
+			chains[ch.CAIP2] = i
+		}
+		if u, err := url.Parse(ch.RPCURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(key+".rpc_url", "%q is not an http(s) JSON-RPC URL", ch.RPCURL)
+		}
+	}
+
 	ids := map[string]int{}
 	for i, a := range c.Apps {
 		key := fmt.Sprintf("apps[%d]", i)
@@ -158,13 +184,18 @@ func (c *Config) Check() []Problem {
 	return ps
 }
 
-var appIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var (
+	appIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	caip2RE = regexp.MustCompile(`^eip155:[1-9][0-9]{0,18}$`)
+	envNameRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	groupRE   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`)
+)
 
 func validGroup(g string) bool {
 	if _, err := strconv.ParseUint(g, 10, 32); err == nil {
 		return true
 	}
-	return regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`).MatchString(g)
+	return groupRE.MatchString(g)
 }
 
 func validTPMDevice(d string) bool {

@@ -35,7 +35,9 @@ type Config struct {
 	Backend Backend       `toml:"backend"`
 	Store   Store         `toml:"store"`
 	Audit   Audit         `toml:"audit"`
+	API     API           `toml:"api"`
 	Apps    []App         `toml:"apps"`
+	Chains  []Chain       `toml:"chains"`
 	path    string        // the file this was read from, for relative paths
 	undec   []toml.Key    // keys the schema does not know
 	meta    toml.MetaData // for "was this key set"
@@ -77,6 +79,10 @@ type PKCS11 struct {
 	PINFile    string `toml:"pin_file"`
 	PINEnv     string `toml:"pin_env"`
 	Sessions   int    `toml:"sessions"`
+	// ModuleEnv is set in the process environment before the module is
+	// loaded: many modules read their own configuration from there
+	// (SoftHSM2 reads SOFTHSM2_CONF).
+	ModuleEnv map[string]string `toml:"module_env"`
 }
 
 // TPM configures the TPM 2.0 backend.
@@ -100,6 +106,23 @@ type Store struct {
 type Audit struct {
 	CheckpointInterval Duration `toml:"checkpoint_interval"`
 	CheckpointRecords  int      `toml:"checkpoint_records"`
+}
+
+// API configures request handling of the /v1 API.
+type API struct {
+	// MaxRequestExpiry is how far in the future privy-request-expiry may
+	// be; a signed request without an expiry is remembered (and refused if
+	// replayed) for this long.
+	MaxRequestExpiry Duration `toml:"max_request_expiry"`
+	// IdempotencyTTL is how long an idempotency key and its response are
+	// kept.
+	IdempotencyTTL Duration `toml:"idempotency_ttl"`
+}
+
+// Chain is a JSON-RPC endpoint that eth_sendTransaction broadcasts through.
+type Chain struct {
+	CAIP2  string `toml:"caip2"`
+	RPCURL string `toml:"rpc_url"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -151,6 +174,7 @@ func Default() Config {
 				Module:     "/usr/lib/softhsm/libsofthsm2.so",
 				TokenLabel: "cachet",
 				Sessions:   2,
+				ModuleEnv:  map[string]string{},
 			},
 			TPM: TPM{
 				Device: "/dev/tpmrm0",
@@ -158,9 +182,11 @@ func Default() Config {
 				Handle: DefaultTPMHandle,
 			},
 		},
-		Store: Store{MaxBatch: 128, Readers: 4},
-		Audit: Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
-		Apps:  []App{},
+		Store:  Store{MaxBatch: 128, Readers: 4},
+		Audit:  Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
+		API:    API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour}},
+		Apps:   []App{},
+		Chains: []Chain{},
 	}
 }
 
@@ -194,7 +220,7 @@ func (e *ProblemsError) Error() string {
 func Parse(path string, data []byte) (*Config, error) {
 	c := Default()
 	// The default lists are replaced, not merged, when the file sets them.
-	c.Server.AllowedUIDs, c.Server.AllowedGIDs, c.Backend.TPM.PCRs, c.Apps = nil, nil, nil, nil
+	c.Server.AllowedUIDs, c.Server.AllowedGIDs, c.Backend.TPM.PCRs, c.Apps, c.Chains = nil, nil, nil, nil, nil
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
 		var perr toml.ParseError
@@ -217,6 +243,9 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	if c.Apps == nil {
 		c.Apps = []App{}
+	}
+	if c.Chains == nil {
+		c.Chains = []Chain{}
 	}
 	c.path, c.undec, c.meta = path, md.Undecoded(), md
 	c.resolvePaths()
@@ -275,6 +304,16 @@ func (c *Config) resolvePaths() {
 func (s Server) SocketFileMode() os.FileMode {
 	v, _ := strconv.ParseUint(s.SocketMode, 8, 32)
 	return os.FileMode(v)
+}
+
+// RPCURL returns the JSON-RPC endpoint configured for a CAIP-2 chain id.
+func (c *Config) RPCURL(caip2 string) (string, bool) {
+	for _, ch := range c.Chains {
+		if ch.CAIP2 == caip2 {
+			return ch.RPCURL, true
+		}
+	}
+	return "", false
 }
 
 // PublicBase returns the public base URL without a trailing slash.

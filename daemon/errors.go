@@ -1,11 +1,17 @@
 package daemon
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
-	"log/slog"
+	"io"
 	"net/http"
+	"strings"
+
+	"github.com/cachet-custody/cachet/audit"
 )
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // Error codes of the API, in Privy's {"error": ..., "code": ...} shape.
 const (
@@ -43,12 +49,23 @@ type errorBody struct {
 	Code  string `json:"code"`
 }
 
-// writeError maps err to a response once, at the edge.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// writeError maps err to a response once, at the edge. Every refusal of a
+// /v1 request is recorded in the audit log before it is answered; nothing
+// else changed, since a refused request commits nothing.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *APIError
 	if !errors.As(err, &ae) {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		ae = &APIError{http.StatusInternalServerError, CodeInternal, "Internal error; the daemon's log has the details."}
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/") && ae.Status < 500 && s.deps.Audit != nil {
+		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message})
+		if _, aerr := s.deps.Audit.Record(r.Context(), audit.Entry{
+			Actor: actor(r.Context()), Action: "api.refused", Target: r.Method + " " + r.URL.Path,
+			Decision: audit.DecisionDeny, Detail: string(detail),
+		}); aerr != nil {
+			s.log.Error("audit of a refused request failed", "method", r.Method, "path", r.URL.Path, "error", aerr)
+		}
 	}
 	writeJSON(w, ae.Status, errorBody{Error: ae.Message, Code: ae.Code})
 }

@@ -15,8 +15,11 @@ import (
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/store"
+	"github.com/cachet-custody/cachet/wallet"
 )
 
 // RunOptions is what Run serves with. Run takes ownership of neither the
@@ -63,7 +66,24 @@ func Run(ctx context.Context, o RunOptions) error {
 	alog := audit.New(o.Store, o.Backend, audit.Options{
 		CheckpointEvery: cfg.Audit.CheckpointRecords, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration, Logger: log,
 	})
-	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Logger: log, Version: o.Version})
+	nodes := map[string]wallet.Node{}
+	for _, ch := range cfg.Chains {
+		n, err := wallet.NewNode(ch.RPCURL, wallet.NodeOptions{})
+		if err != nil {
+			return fmt.Errorf("refusing to serve: chain %s: %w", ch.CAIP2, err)
+		}
+		nodes[ch.CAIP2] = n
+	}
+	svc := custody.New(o.Store, o.Backend, policy.None{}, custody.Options{
+		MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
+		IdempotencyTTL:   cfg.API.IdempotencyTTL.Duration,
+		Chains: func(caip2 string) (wallet.Node, bool) {
+			n, ok := nodes[caip2]
+			return n, ok
+		},
+		Logger: log,
+	})
+	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, Logger: log, Version: o.Version})
 
 	ln, activated, cleanup, err := Listen(cfg.Server)
 	if err != nil {
@@ -112,6 +132,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	wdCtx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
 	go srv.watchdog(wdCtx)
+	go purge(wdCtx, svc, log)
 
 	var runErr error
 	select {
@@ -164,6 +185,22 @@ func (s *Server) watchdog(ctx context.Context) {
 			continue
 		}
 		notify(s.log, "WATCHDOG=1")
+	}
+}
+
+// purge drops expired replay digests and idempotency keys once a minute.
+func purge(ctx context.Context, svc *custody.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := svc.Purge(ctx); err != nil && ctx.Err() == nil {
+				log.Error("purge of expired replay digests and idempotency keys failed", "error", err)
+			}
+		}
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/store"
 )
@@ -67,6 +68,8 @@ type Deps struct {
 	Backend keys.Backend // already wrapped by audit.Backend
 	Store   *store.Store
 	Audit   *audit.Log
+	// Custody serves the wallet API; nil serves only health and status.
+	Custody *custody.Service
 	Logger  *slog.Logger
 	Version string
 }
@@ -96,6 +99,9 @@ func New(d Deps) *Server {
 	}
 	s.Handle("GET /healthz", AccessPeer, s.healthz)
 	s.Handle("GET /v1/status", AccessApp, s.status)
+	if d.Custody != nil {
+		s.routeWalletAPI()
+	}
 	return s
 }
 
@@ -115,7 +121,7 @@ func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
 		if access == AccessApp {
 			app, err := s.authenticateApp(r)
 			if err != nil {
-				writeError(w, r, s.log, err)
+				s.writeError(w, r, err)
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), appKey{}, app))
@@ -123,7 +129,7 @@ func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.deps.Config.Server.MaxBodyBytes)
 		if err := h(w, r); err != nil {
-			writeError(w, r, s.log, err)
+			s.writeError(w, r, err)
 		}
 	})
 }
@@ -164,7 +170,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p := recover(); p != nil {
 			s.log.Error("handler panicked", logMethod, r.Method, logPath, r.URL.Path, "panic", fmt.Sprint(p))
 			if !rec.wrote {
-				writeError(rec, r, s.log, fmt.Errorf("panic: %v", p))
+				s.writeError(rec, r, fmt.Errorf("panic: %v", p))
 			}
 		}
 		attrs := []any{logMethod, r.Method, logPath, r.URL.Path, logStatus, rec.status, logDuration, time.Since(start).Milliseconds()}
@@ -179,15 +185,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A browser must never drive this API: a page could otherwise reach a
 	// socket that a local proxy exposes.
 	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
-		writeError(rec, r, s.log, forbidden("Browser requests are not accepted."))
+		s.writeError(rec, r, forbidden("Browser requests are not accepted."))
 		return
 	}
 	if !strings.EqualFold(r.Host, s.host) {
-		writeError(rec, r, s.log, badRequest(fmt.Sprintf("Unexpected Host %q: this daemon serves %q (server.public_url).", r.Host, s.host)))
+		s.writeError(rec, r, badRequest(fmt.Sprintf("Unexpected Host %q: this daemon serves %q (server.public_url).", r.Host, s.host)))
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
-		writeError(rec, r, s.log, s.noRoute(r))
+		s.writeError(rec, r, s.noRoute(r))
 		return
 	}
 	s.mux.ServeHTTP(rec, r)

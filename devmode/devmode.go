@@ -215,8 +215,8 @@ func (e *Env) create(ctx context.Context, kind string, o Options) error {
 		if err := hsm.InitToken(simhw.SoftHSMModule(), tokenLabel, soPIN, pin); err != nil {
 			return fmt.Errorf("initialize SoftHSM token: %w", err)
 		}
-		backendSection = fmt.Sprintf("[backend]\nkind = \"pkcs11\"\n\n[backend.pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = \"secrets/hsm-pin\"\n",
-			simhw.SoftHSMModule(), tokenLabel)
+		backendSection = fmt.Sprintf("[backend]\nkind = \"pkcs11\"\n\n[backend.pkcs11]\nmodule = %q\ntoken_label = %q\npin_file = \"secrets/hsm-pin\"\nmodule_env = { SOFTHSM2_CONF = %q }\n",
+			simhw.SoftHSMModule(), tokenLabel, e.path("softhsm", "softhsm2.conf"))
 	case config.KindTPM:
 		if err := e.startHardware(kind); err != nil {
 			return err
@@ -321,5 +321,7 @@ func (e *Env) Hint() string {
 	fmt.Fprintf(&b, "  curl --unix-socket %s http://localhost/healthz\n", e.App.Socket)
 	fmt.Fprintf(&b, "  curl --unix-socket %s -u %s:$(jq -r .app_secret %s) -H 'privy-app-id: %s' http://localhost/v1/status\n",
 		e.App.Socket, e.App.AppID, e.path("app.json"), e.App.AppID)
+	fmt.Fprintf(&b, "  cachet wallet create --app-file %s --body '{\"chain_type\":\"ethereum\"}'\n", e.path("app.json"))
+	fmt.Fprintf(&b, "  cachet audit verify --config %s   (with the daemon stopped)\n", e.ConfigPath)
 	return b.String()
 }

@@ -33,6 +33,10 @@ var commands = []command{
 	{"status", "status --config FILE [--json]         backend, root, key generations, store and audit state", runStatus},
 	{"audit", "audit verify --config FILE [--public-key KEY] [--json]\n                                        check the audit chain and every checkpoint signature", runAudit},
 	{"config", "config check FILE                     report every problem of a config file", runConfig},
+	{"app", "app create [--name NAME]              print a new app id and secret, and its config entry", runApp},
+	{"keys", "keys generate [--out FILE]            a new P-256 authorization key pair (base64 PKCS#8 / SPKI)", runKeys},
+	{"wallet", "wallet create|get|list|update|archive|rpc|raw-sign ...  call the wallet API (see cachet wallet)", runResource("wallet", walletCommands)},
+	{"quorum", "quorum create|get|update|delete ...   call the key quorum API (see cachet quorum)", runResource("quorum", quorumCommands)},
 	{"version", "version                               print the version", func(context.Context, []string, io.Writer) error {
 		fmt.Println("cachet", version)
 		return nil

@@ -32,6 +32,11 @@ func openBackend(ctx context.Context, cfg *config.Config, log *slog.Logger, o op
 			return nil, fmt.Errorf("HSM PIN: %w", err)
 		}
 		defer clear(pin)
+		for k, v := range c.ModuleEnv {
+			if err := os.Setenv(k, v); err != nil {
+				return nil, fmt.Errorf("backend.pkcs11.module_env.%s: %w", k, err)
+			}
+		}
 		return hsm.Open(ctx, hsm.Options{Module: c.Module, TokenLabel: c.TokenLabel, PIN: string(pin), Sessions: c.Sessions, Logger: log})
 	case config.KindTPM:
 		c := cfg.Backend.TPM

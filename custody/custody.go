@@ -1,0 +1,282 @@
+// Package custody owns the wallet API's resources and rules: key quorums and
+// wallets of each app, who may do what with them (owner, additional signer,
+// app alone), and the write discipline every change follows: the change, its
+// audit record, the idempotency record and the replay digest of the signed
+// request commit in one transaction, and nothing is released before it is
+// durable.
+//
+// It is the layer between the HTTP edge (package daemon, which parses
+// headers and maps errors to Privy's shape) and the libraries it composes:
+// quorum (authorization signatures), wallet (keys and Ethereum signing),
+// policy (what a signer may sign), keys (the hardware) and store.
+//
+// It does not speak HTTP, and it never logs or returns key material.
+package custody
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/store"
+	"github.com/cachet-custody/cachet/wallet"
+)
+
+// Kind classifies an error for the HTTP edge.
+type Kind int
+
+// Error kinds, each mapped to one Privy error code.
+const (
+	Invalid         Kind = iota + 1 // 400 invalid_data
+	Unauthorized                    // 401 unauthorized
+	Forbidden                       // 403 forbidden
+	NotFound                        // 404 not_found
+	Conflict                        // 409 resource_conflict
+	PolicyViolation                 // 403 policy_violation
+	Unavailable                     // 503: a dependency (chain node) did not answer
+)
+
+// Error is a refusal the caller may see. Message never holds a secret.
+type Error struct {
+	Kind    Kind
+	Message string
+	// Rule names the deciding policy rule of a PolicyViolation.
+	RuleID, RuleName string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func errorf(k Kind, format string, args ...any) *Error {
+	return &Error{Kind: k, Message: fmt.Sprintf(format, args...)}
+}
+
+// Signed is the authorization part of a request: the canonical payload the
+// SDK signed (built by the edge with quorum.Payload), the signatures from
+// privy-authorization-signature, and the request's expiry, already checked.
+type Signed struct {
+	Payload []byte
+	Sigs    [][]byte
+	Expiry  time.Time // zero when the request carries none
+}
+
+// Call is who asks, and how.
+type Call struct {
+	App   string
+	Actor string // for the audit record: "uid=1000 app=app_x"
+	// Signed is nil when the request carries no authorization signature.
+	Signed *Signed
+	// IdempotencyKey is privy-idempotency-key, or "".
+	IdempotencyKey string
+	// RequestHash identifies the request for idempotency: the same key with
+	// another hash is refused.
+	RequestHash []byte
+}
+
+// RequestHash is what identifies a request for idempotency: its method,
+// path and body.
+func RequestHash(method, path string, body []byte) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %s\n", method, path)
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// Options configures the service.
+type Options struct {
+	// MaxRequestExpiry is how long the digest of a signed request without
+	// an expiry is remembered.
+	MaxRequestExpiry time.Duration
+	// IdempotencyTTL is how long an idempotency key is kept.
+	IdempotencyTTL time.Duration
+	// Chains returns the JSON-RPC node of a CAIP-2 chain, if one is
+	// configured.
+	Chains func(caip2 string) (wallet.Node, bool)
+	Logger *slog.Logger
+}
+
+// Service is the wallet API's domain logic.
+type Service struct {
+	st     *store.Store
+	keys   keys.Backend
+	policy policy.Engine
+	opts   Options
+	now    func() time.Time
+}
+
+// New returns the service. keys is the raw hardware backend: the service
+// records each use of a key in the audit record of the action it serves.
+func New(st *store.Store, k keys.Backend, p policy.Engine, opts Options) *Service {
+	if opts.MaxRequestExpiry <= 0 {
+		opts.MaxRequestExpiry = 24 * time.Hour
+	}
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	if opts.Chains == nil {
+		opts.Chains = func(string) (wallet.Node, bool) { return nil, false }
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{st: st, keys: k, policy: p, opts: opts, now: time.Now}
+}
+
+func (s *Service) nowMS() int64 { return s.now().UnixMilli() }
+
+// newID makes a 24-character id of lower-case letters and digits starting
+// with a letter, the shape of Privy's cuid2 ids.
+func newID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 24)
+	rand.Read(b)
+	for i := range b {
+		n := len(alphabet)
+		if i == 0 {
+			n = 26
+		}
+		b[i] = alphabet[int(b[i])%n]
+	}
+	return string(b)
+}
+
+// action is one change the service commits.
+type action struct {
+	call     Call
+	name     string // audit action, "wallet.create"
+	target   string
+	detail   map[string]any
+	replay   bool // record the signed request's digest
+	response func(tx *store.Tx) (any, error)
+}
+
+// commit runs a change in one write transaction: it returns the stored
+// response of an idempotency key seen before (or refuses a different
+// request under it), refuses a replayed signed request, applies the change,
+// and appends the audit record, all of which commit together. The response
+// is released only after the commit.
+func (s *Service) commit(ctx context.Context, a action) (json.RawMessage, error) {
+	var out json.RawMessage
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
+		if a.call.IdempotencyKey != "" {
+			stored, err := s.idempotent(tx, a.call)
+			if err != nil || stored != nil {
+				out = stored
+				return err
+			}
+		}
+		if a.replay && a.call.Signed != nil {
+			if err := s.rememberDigest(tx, a.call.Signed); err != nil {
+				return err
+			}
+		}
+		res, err := a.response(tx)
+		if err != nil {
+			return err
+		}
+		if out, err = json.Marshal(res); err != nil {
+			return err
+		}
+		detail, _ := json.Marshal(a.detail)
+		if _, err := audit.Append(tx, audit.Entry{
+			Actor: a.call.Actor, Action: a.name, Target: a.target, Decision: audit.DecisionAllow,
+			RequestDigest: a.call.RequestHash, ResultDigest: audit.Digest(out), Detail: string(detail),
+		}); err != nil {
+			return err
+		}
+		if a.call.IdempotencyKey != "" {
+			_, err := tx.Exec(`INSERT INTO idempotency_keys(app_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+				a.call.App, a.call.IdempotencyKey, a.call.RequestHash, []byte(out), s.nowMS())
+			if err != nil {
+				return fmt.Errorf("store idempotency key: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// errIdempotencyReused is Privy's own message for a key reused with another body.
+var errIdempotencyReused = errorf(Invalid, "Idempotency key was reused for a request with a new body. Please create a new idempotency key for the request.")
+
+// idempotent returns the stored response for the call's idempotency key, nil
+// when the key is new, or an error when it was used for another request.
+func (s *Service) idempotent(tx *store.Tx, c Call) (json.RawMessage, error) {
+	var hash, resp []byte
+	var created int64
+	err := tx.QueryRow(`SELECT request_hash, response, created_at FROM idempotency_keys WHERE app_id = ? AND key = ?`,
+		c.App, c.IdempotencyKey).Scan(&hash, &resp, &created)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds()) {
+		_, derr := tx.Exec(`DELETE FROM idempotency_keys WHERE app_id = ? AND key = ?`, c.App, c.IdempotencyKey)
+		return nil, derr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency key: %w", err)
+	}
+	if string(hash) != string(c.RequestHash) {
+		return nil, errIdempotencyReused
+	}
+	return resp, nil
+}
+
+// Replayed reports an idempotency key's stored response before any work is
+// done, so a retry does not sign or generate again. ok is false for a new
+// key.
+func (s *Service) Replayed(ctx context.Context, c Call) (json.RawMessage, bool, error) {
+	if c.IdempotencyKey == "" {
+		return nil, false, nil
+	}
+	var hash, resp []byte
+	var created int64
+	err := s.st.DB().QueryRowContext(ctx, `SELECT request_hash, response, created_at FROM idempotency_keys WHERE app_id = ? AND key = ?`,
+		c.App, c.IdempotencyKey).Scan(&hash, &resp, &created)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds()) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read idempotency key: %w", err)
+	}
+	if string(hash) != string(c.RequestHash) {
+		return nil, false, errIdempotencyReused
+	}
+	return resp, true, nil
+}
+
+// rememberDigest records an accepted signed request until it could no longer
+// be accepted, and refuses one already accepted.
+func (s *Service) rememberDigest(tx *store.Tx, sg *Signed) error {
+	d := sha256.Sum256(sg.Payload)
+	until := sg.Expiry
+	if until.IsZero() {
+		until = s.now().Add(s.opts.MaxRequestExpiry)
+	}
+	_, err := tx.Exec(`INSERT INTO replay_digests(digest, expires_at) VALUES (?, ?)`, d[:], until.UnixMilli())
+	if store.IsConstraint(err) {
+		return errorf(Unauthorized, "This signed request was already accepted once; sign a new request.")
+	}
+	return err
+}
+
+// Purge deletes replay digests past their expiry and idempotency keys past
+// their TTL. The daemon calls it periodically.
+func (s *Service) Purge(ctx context.Context) error {
+	now := s.nowMS()
+	return s.st.Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM replay_digests WHERE expires_at < ?`, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`DELETE FROM idempotency_keys WHERE created_at < ?`, now-s.opts.IdempotencyTTL.Milliseconds())
+		return err
+	})
+}

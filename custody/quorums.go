@@ -1,0 +1,450 @@
+package custody
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/cachet-custody/cachet/quorum"
+	"github.com/cachet-custody/cachet/store"
+)
+
+// Limits from Privy's schema.
+const (
+	maxChildren        = 5
+	maxDisplayName     = 50
+	maxQuorumKeys      = 50
+	maxWalletNameChars = 100
+)
+
+// AuthorizationKey is a member key as the API shows it.
+type AuthorizationKey struct {
+	PublicKey   string  `json:"public_key"`
+	DisplayName *string `json:"display_name"`
+}
+
+// KeyQuorum is a key quorum as the API shows it.
+type KeyQuorum struct {
+	ID                     string             `json:"id"`
+	DisplayName            *string            `json:"display_name"`
+	AuthorizationThreshold int                `json:"authorization_threshold"`
+	AuthorizationKeys      []AuthorizationKey `json:"authorization_keys"`
+	UserIDs                []string           `json:"user_ids"`
+	KeyQuorumIDs           []string           `json:"key_quorum_ids"`
+	CreatedAt              int64              `json:"created_at"`
+}
+
+// QuorumInput is the body of POST and PATCH /v1/key_quorums. On PATCH, a nil
+// field is left as it is.
+type QuorumInput struct {
+	PublicKeys             *[]string `json:"public_keys"`
+	UserIDs                *[]string `json:"user_ids"`
+	KeyQuorumIDs           *[]string `json:"key_quorum_ids"`
+	AuthorizationThreshold *int      `json:"authorization_threshold"`
+	DisplayName            *string   `json:"display_name"`
+}
+
+// querier is a read view: the reader pool, or the writer's transaction.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// txq adapts a write transaction to querier, so reads inside a write see
+// its uncommitted changes.
+type txq struct{ tx *store.Tx }
+
+func (t txq) QueryRowContext(_ context.Context, q string, args ...any) *sql.Row {
+	return t.tx.QueryRow(q, args...)
+}
+func (t txq) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, error) {
+	return t.tx.Query(q, args...)
+}
+
+// storedQuorum is a quorum as stored, with its view.
+type storedQuorum struct {
+	view     KeyQuorum
+	implicit bool
+}
+
+// loadQuorum reads one quorum of app; a deleted or foreign one is not found.
+func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, error) {
+	var sq storedQuorum
+	var name sql.NullString
+	var implicit int
+	err := q.QueryRowContext(ctx, `SELECT id, display_name, threshold, implicit, created_at FROM key_quorums
+		WHERE id = ? AND app_id = ? AND deleted_at IS NULL`, id, app).Scan(&sq.view.ID, &name, &sq.view.AuthorizationThreshold, &implicit, &sq.view.CreatedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errorf(NotFound, "Key quorum %q not found.", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read key quorum %s: %w", id, err)
+	}
+	sq.implicit = implicit == 1
+	if name.Valid {
+		sq.view.DisplayName = &name.String
+	}
+	rows, err := q.QueryContext(ctx, `SELECT public_key, key_name, user_id, child_id FROM key_quorum_members WHERE quorum_id = ? ORDER BY position`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read key quorum %s members: %w", id, err)
+	}
+	defer rows.Close()
+	sq.view.AuthorizationKeys, sq.view.UserIDs, sq.view.KeyQuorumIDs = []AuthorizationKey{}, []string{}, []string{}
+	for rows.Next() {
+		var pk, kn, uid, child sql.NullString
+		if err := rows.Scan(&pk, &kn, &uid, &child); err != nil {
+			return nil, err
+		}
+		switch {
+		case pk.Valid:
+			k := AuthorizationKey{PublicKey: pk.String}
+			if kn.Valid {
+				k.DisplayName = &kn.String
+			}
+			sq.view.AuthorizationKeys = append(sq.view.AuthorizationKeys, k)
+		case uid.Valid:
+			sq.view.UserIDs = append(sq.view.UserIDs, uid.String)
+		case child.Valid:
+			sq.view.KeyQuorumIDs = append(sq.view.KeyQuorumIDs, child.String)
+		}
+	}
+	return &sq, rows.Err()
+}
+
+// verifier loads q with its children as the verifier needs it.
+func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quorum.Quorum, error) {
+	out := quorum.Quorum{ID: sq.view.ID, UserIDs: sq.view.UserIDs, Threshold: sq.view.AuthorizationThreshold}
+	for _, k := range sq.view.AuthorizationKeys {
+		out.Keys = append(out.Keys, k.PublicKey)
+	}
+	for _, cid := range sq.view.KeyQuorumIDs {
+		child, err := loadQuorum(ctx, q, app, cid)
+		if err != nil {
+			return quorum.Quorum{}, fmt.Errorf("child quorum of %s: %w", sq.view.ID, err)
+		}
+		cq, err := verifier(ctx, q, app, child)
+		if err != nil {
+			return quorum.Quorum{}, err
+		}
+		out.Children = append(out.Children, cq)
+	}
+	return out, nil
+}
+
+// approvals checks the request's signatures against a quorum. A signature
+// from outside the quorum refuses the request, as Privy's servers do.
+func approved(q quorum.Quorum, sg *Signed) (bool, error) {
+	if sg == nil || len(sg.Sigs) == 0 {
+		return false, nil
+	}
+	a, err := quorum.Verify(sg.Payload, sg.Sigs, q.Candidates(), nil)
+	if err != nil {
+		return false, err
+	}
+	return q.Satisfied(a), nil
+}
+
+// authorizeOwner checks that a request on a resource owned by ownerID
+// carries its owner quorum's threshold. A resource without an owner is
+// managed with the app's credentials alone.
+func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID string, sg *Signed, what string) error {
+	if ownerID == "" {
+		return nil
+	}
+	owner, err := loadQuorum(ctx, q, app, ownerID)
+	if err != nil {
+		return fmt.Errorf("owner of %s: %w", what, err)
+	}
+	vq, err := verifier(ctx, q, app, owner)
+	if err != nil {
+		return err
+	}
+	if sg == nil || len(sg.Sigs) == 0 {
+		return errorf(Unauthorized, "%s has an owner: the request needs privy-authorization-signature from its owner (key quorum %s, %d of %d).",
+			capitalize(what), ownerID, vq.Threshold, memberCount(vq))
+	}
+	ok, err := approved(vq, sg)
+	if err != nil {
+		return errorf(Unauthorized, "Invalid authorization signature: %v.", err)
+	}
+	if !ok {
+		return errorf(Unauthorized, "The authorization signatures do not meet the threshold of the owner of %s (key quorum %s needs %d).", what, ownerID, vq.Threshold)
+	}
+	return nil
+}
+
+func memberCount(q quorum.Quorum) int { return len(q.Keys) + len(q.UserIDs) + len(q.Children) }
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// quorumSpec is a validated quorum to write.
+type quorumSpec struct {
+	keys      []string // canonical SPKI
+	keyNames  []*string
+	users     []string
+	children  []string
+	threshold int
+	name      *string
+}
+
+// validateQuorum builds a quorum spec from input (merged over the current
+// quorum on PATCH) and checks Privy's rules.
+func (s *Service) validateQuorum(ctx context.Context, q querier, app, selfID string, in QuorumInput, cur *KeyQuorum) (quorumSpec, error) {
+	var spec quorumSpec
+	if cur != nil {
+		for _, k := range cur.AuthorizationKeys {
+			spec.keys, spec.keyNames = append(spec.keys, k.PublicKey), append(spec.keyNames, k.DisplayName)
+		}
+		spec.users, spec.children, spec.threshold, spec.name = cur.UserIDs, cur.KeyQuorumIDs, cur.AuthorizationThreshold, cur.DisplayName
+	}
+	if in.PublicKeys != nil {
+		spec.keys, spec.keyNames = nil, nil
+		if len(*in.PublicKeys) > maxQuorumKeys {
+			return spec, errorf(Invalid, "public_keys: at most %d keys.", maxQuorumKeys)
+		}
+		seen := map[string]bool{}
+		for i, pk := range *in.PublicKeys {
+			pub, err := quorum.ParsePublicKey(pk)
+			if err != nil {
+				return spec, errorf(Invalid, "public_keys[%d]: %v", i, err)
+			}
+			c := quorum.CanonicalPublicKey(pub)
+			if seen[c] {
+				return spec, errorf(Invalid, "public_keys[%d]: the same key is listed twice.", i)
+			}
+			seen[c] = true
+			spec.keys, spec.keyNames = append(spec.keys, c), append(spec.keyNames, nil)
+		}
+	}
+	if in.UserIDs != nil {
+		spec.users = *in.UserIDs
+		if len(spec.users) > 0 {
+			return spec, errorf(Invalid, "user_ids: this Cachet has no users yet; user members come with user keys.")
+		}
+	}
+	if in.KeyQuorumIDs != nil {
+		spec.children = nil
+		if len(*in.KeyQuorumIDs) > maxChildren {
+			return spec, errorf(Invalid, "key_quorum_ids: at most %d nested key quorums.", maxChildren)
+		}
+		seen := map[string]bool{}
+		for i, cid := range *in.KeyQuorumIDs {
+			if cid == selfID {
+				return spec, errorf(Invalid, "key_quorum_ids[%d]: a key quorum cannot contain itself.", i)
+			}
+			if seen[cid] {
+				return spec, errorf(Invalid, "key_quorum_ids[%d]: %q is listed twice.", i, cid)
+			}
+			seen[cid] = true
+			child, err := loadQuorum(ctx, q, app, cid)
+			if err != nil {
+				return spec, errorf(Invalid, "key_quorum_ids[%d]: %s", i, err.Error())
+			}
+			if len(child.view.KeyQuorumIDs) > 0 {
+				return spec, errorf(Invalid, "key_quorum_ids[%d]: %q has nested key quorums of its own; nesting is one level deep.", i, cid)
+			}
+			spec.children = append(spec.children, cid)
+		}
+		if selfID != "" && len(spec.children) > 0 {
+			// A quorum that is itself a child may not gain children.
+			var parents int
+			if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
+				WHERE m.child_id = ? AND k.deleted_at IS NULL`, selfID).Scan(&parents); err != nil {
+				return spec, err
+			}
+			if parents > 0 {
+				return spec, errorf(Invalid, "key_quorum_ids: this key quorum is nested in another; nesting is one level deep.")
+			}
+		}
+	}
+	if in.AuthorizationThreshold != nil {
+		spec.threshold = *in.AuthorizationThreshold
+	}
+	if in.DisplayName != nil {
+		if len(*in.DisplayName) > maxDisplayName {
+			return spec, errorf(Invalid, "display_name: at most %d characters.", maxDisplayName)
+		}
+		spec.name = in.DisplayName
+	}
+	members := len(spec.keys) + len(spec.users) + len(spec.children)
+	if members == 0 {
+		return spec, errorf(Invalid, "A key quorum needs at least one member: public_keys, user_ids or key_quorum_ids.")
+	}
+	if spec.threshold == 0 && in.AuthorizationThreshold == nil && cur == nil {
+		spec.threshold = members // Privy's default: all members
+	}
+	if spec.threshold < 1 || spec.threshold > members {
+		return spec, errorf(Invalid, "authorization_threshold: %d is not between 1 and the %d member(s).", spec.threshold, members)
+	}
+	return spec, nil
+}
+
+// writeQuorum inserts a quorum row and its members.
+func writeQuorum(tx *store.Tx, app, id string, spec quorumSpec, implicit bool, created int64) error {
+	imp := 0
+	if implicit {
+		imp = 1
+	}
+	if _, err := tx.Exec(`INSERT INTO key_quorums(id, app_id, display_name, threshold, implicit, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		id, app, spec.name, spec.threshold, imp, created); err != nil {
+		return fmt.Errorf("insert key quorum: %w", err)
+	}
+	return writeMembers(tx, id, spec)
+}
+
+func writeMembers(tx *store.Tx, id string, spec quorumSpec) error {
+	pos := 0
+	add := func(pk, name, uid, child any) error {
+		pos++
+		_, err := tx.Exec(`INSERT INTO key_quorum_members(quorum_id, position, public_key, key_name, user_id, child_id) VALUES (?, ?, ?, ?, ?, ?)`,
+			id, pos, pk, name, uid, child)
+		return err
+	}
+	for i, k := range spec.keys {
+		if err := add(k, spec.keyNames[i], nil, nil); err != nil {
+			return err
+		}
+	}
+	for _, u := range spec.users {
+		if err := add(nil, nil, u, nil); err != nil {
+			return err
+		}
+	}
+	for _, c := range spec.children {
+		if err := add(nil, nil, nil, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CreateQuorum is POST /v1/key_quorums: the app's credentials alone.
+func (s *Service) CreateQuorum(ctx context.Context, c Call, in QuorumInput) ([]byte, error) {
+	if in.PublicKeys == nil && in.UserIDs == nil && in.KeyQuorumIDs == nil {
+		return nil, errorf(Invalid, "A key quorum needs at least one of public_keys, user_ids, key_quorum_ids.")
+	}
+	id := newID()
+	return s.commit(ctx, action{
+		call: c, name: "key_quorum.create", target: id,
+		response: func(tx *store.Tx) (any, error) {
+			spec, err := s.validateQuorum(ctx, txq{tx}, c.App, "", in, nil)
+			if err != nil {
+				return nil, err
+			}
+			if err := writeQuorum(tx, c.App, id, spec, false, s.nowMS()); err != nil {
+				return nil, err
+			}
+			sq, err := loadQuorum(ctx, txq{tx}, c.App, id)
+			if err != nil {
+				return nil, err
+			}
+			return sq.view, nil
+		},
+	})
+}
+
+// GetQuorum is GET /v1/key_quorums/{id}.
+func (s *Service) GetQuorum(ctx context.Context, app, id string) (KeyQuorum, error) {
+	sq, err := loadQuorum(ctx, s.st.DB(), app, id)
+	if err != nil {
+		return KeyQuorum{}, err
+	}
+	return sq.view, nil
+}
+
+// UpdateQuorum is PATCH /v1/key_quorums/{id}: the quorum's own threshold.
+func (s *Service) UpdateQuorum(ctx context.Context, c Call, id string, in QuorumInput) ([]byte, error) {
+	return s.commit(ctx, action{
+		call: c, name: "key_quorum.update", target: id, replay: true,
+		response: func(tx *store.Tx) (any, error) {
+			cur, err := loadQuorum(ctx, txq{tx}, c.App, id)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.authorizeOwner(ctx, txq{tx}, c.App, id, c.Signed, "key quorum "+id); err != nil {
+				return nil, err
+			}
+			spec, err := s.validateQuorum(ctx, txq{tx}, c.App, id, in, &cur.view)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := tx.Exec(`UPDATE key_quorums SET display_name = ?, threshold = ? WHERE id = ?`, spec.name, spec.threshold, id); err != nil {
+				return nil, err
+			}
+			if _, err := tx.Exec(`DELETE FROM key_quorum_members WHERE quorum_id = ?`, id); err != nil {
+				return nil, err
+			}
+			if err := writeMembers(tx, id, spec); err != nil {
+				return nil, err
+			}
+			sq, err := loadQuorum(ctx, txq{tx}, c.App, id)
+			if err != nil {
+				return nil, err
+			}
+			return sq.view, nil
+		},
+	})
+}
+
+// DeleteQuorum is DELETE /v1/key_quorums/{id}: the quorum's own threshold,
+// and only when nothing uses it.
+func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, error) {
+	return s.commit(ctx, action{
+		call: c, name: "key_quorum.delete", target: id, replay: true,
+		response: func(tx *store.Tx) (any, error) {
+			if _, err := loadQuorum(ctx, txq{tx}, c.App, id); err != nil {
+				return nil, err
+			}
+			if err := s.authorizeOwner(ctx, txq{tx}, c.App, id, c.Signed, "key quorum "+id); err != nil {
+				return nil, err
+			}
+			if users, err := s.quorumUsers(ctx, txq{tx}, id); err != nil {
+				return nil, err
+			} else if len(users) > 0 {
+				return nil, errorf(Conflict, "Key quorum %s is still used by %s; change those first.", id, strings.Join(users, ", "))
+			}
+			if _, err := tx.Exec(`UPDATE key_quorums SET deleted_at = ? WHERE id = ?`, s.nowMS(), id); err != nil {
+				return nil, err
+			}
+			return map[string]bool{"success": true}, nil
+		},
+	})
+}
+
+// quorumUsers lists what refers to a quorum: wallets owning or signing with
+// it, and parent quorums.
+func (s *Service) quorumUsers(ctx context.Context, q querier, id string) ([]string, error) {
+	var out []string
+	rows, err := q.QueryContext(ctx, `SELECT id FROM wallets WHERE archived_at IS NULL AND (owner_id = ? OR EXISTS
+		(SELECT 1 FROM json_each(additional_signers) WHERE json_extract(value, '$.signer_id') = ?))`, id, id)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var w string
+		rows.Scan(&w)
+		out = append(out, "wallet "+w)
+	}
+	rows.Close()
+	rows, err = q.QueryContext(ctx, `SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
+		WHERE m.child_id = ? AND k.deleted_at IS NULL`, id)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var p string
+		rows.Scan(&p)
+		out = append(out, "key quorum "+p)
+	}
+	rows.Close()
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,231 @@
+package custody
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/quorum"
+	"github.com/cachet-custody/cachet/store"
+	"github.com/cachet-custody/cachet/wallet"
+)
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+// principal is who a signing request acts as.
+type principal struct {
+	owner  bool
+	signer *Signer // the additional signer, when not the owner
+	app    bool    // a wallet without owner, managed by the app alone
+}
+
+func (p principal) String() string {
+	switch {
+	case p.app:
+		return "app (wallet has no owner)"
+	case p.owner:
+		return "owner"
+	default:
+		return "additional signer " + p.signer.SignerID
+	}
+}
+
+// policies returns the policies that govern a principal's request: the
+// signer's override policy alone when it has one, else the wallet's.
+func (p principal) policies(w *storedWallet) []string {
+	if p.signer != nil && len(p.signer.OverridePolicyIDs) > 0 {
+		return p.signer.OverridePolicyIDs
+	}
+	return w.PolicyIDs
+}
+
+// signingPrincipal finds who may sign: the owner quorum, or else an
+// additional signer whose quorum the signatures satisfy. A wallet without
+// owner may be used with the app's credentials alone.
+func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w *storedWallet, sg *Signed) (principal, error) {
+	if w.OwnerID == nil {
+		return principal{app: true}, nil
+	}
+	if sg == nil || len(sg.Sigs) == 0 {
+		return principal{}, errorf(Unauthorized, "Wallet %s has an owner: the request needs privy-authorization-signature from its owner or an additional signer.", w.ID)
+	}
+	var firstErr error
+	try := func(id string) (bool, error) {
+		sq, err := loadQuorum(ctx, q, app, id)
+		if err != nil {
+			return false, err
+		}
+		vq, err := verifier(ctx, q, app, sq)
+		if err != nil {
+			return false, err
+		}
+		ok, err := approved(vq, sg)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return ok && err == nil, nil
+	}
+	if ok, err := try(*w.OwnerID); err != nil {
+		return principal{}, err
+	} else if ok {
+		return principal{owner: true}, nil
+	}
+	for i := range w.AdditionalSigners {
+		if ok, err := try(w.AdditionalSigners[i].SignerID); err != nil {
+			return principal{}, err
+		} else if ok {
+			return principal{signer: &w.AdditionalSigners[i]}, nil
+		}
+	}
+	var ae *quorum.AuthError
+	if errors.As(firstErr, &ae) {
+		return principal{}, errorf(Unauthorized, "Invalid authorization signature: %s.", ae.Reason)
+	}
+	return principal{}, errorf(Unauthorized, "The authorization signatures satisfy neither the owner of wallet %s nor any of its additional signers.", w.ID)
+}
+
+// RPC is POST /v1/wallets/{id}/rpc (raw=false) and /raw_sign (raw=true).
+func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw bool) (json.RawMessage, error) {
+	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
+		return out, err
+	}
+	// Gate 1: a live wallet of this app.
+	w, err := loadStoredWallet(ctx, s.st.DB(), c.App, id)
+	if err != nil {
+		return nil, err
+	}
+	if w.ArchivedAt != nil {
+		return nil, errorf(Invalid, "Wallet %s is archived and cannot sign.", id)
+	}
+	// Gate 2: a well-formed request.
+	var req *wallet.Request
+	if raw {
+		req, err = wallet.ParseRawSign(body)
+	} else {
+		req, err = wallet.ParseRPC(body)
+	}
+	if err != nil {
+		return nil, inputError(err)
+	}
+	// Gate 3: the owner, an additional signer, or the app for a wallet
+	// without owner.
+	p, err := s.signingPrincipal(ctx, s.st.DB(), c.App, w, c.Signed)
+	if err != nil {
+		return nil, err
+	}
+	// Gate 4: the policies that govern that principal. An engine error
+	// refuses: fail closed.
+	dec, err := s.policy.Evaluate(ctx, policy.Input{AppID: c.App, PolicyIDs: p.policies(w), Request: req})
+	if err != nil {
+		return nil, fmt.Errorf("policy evaluation for wallet %s: %w", id, err)
+	}
+	if !dec.Allowed {
+		return nil, &Error{Kind: PolicyViolation, Message: "Request denied by policy: " + dec.Reason, RuleID: dec.RuleID, RuleName: dec.RuleName}
+	}
+	// Gate 5: a complete transaction. eth_sendTransaction always asks the
+	// chain's node (which also checks the chain id); eth_signTransaction
+	// asks it only for the fields the request left out.
+	node, hasNode := s.opts.Chains(chainOf(req))
+	switch {
+	case req.Method == wallet.MethodSendTransaction && !hasNode:
+		return nil, errorf(Invalid, "caip2: no JSON-RPC endpoint is configured for %q, so eth_sendTransaction cannot broadcast (see [[chains]] in the config).", chainOf(req))
+	case req.Method == wallet.MethodSendTransaction,
+		req.Tx != nil && len(req.Tx.Missing()) > 0 && hasNode,
+		req.Auth != nil && req.Auth.Nonce == nil && hasNode:
+		if err := req.Fill(ctx, node, common.HexToAddress(w.Address)); err != nil {
+			return nil, chainError(err)
+		}
+	}
+	// Gate 6: the key, for the microseconds of the signature.
+	priv, err := s.keys.Unseal(ctx, keys.PurposeWallet, w.sealedKey, aadFor(id, "key"))
+	if err != nil {
+		return nil, fmt.Errorf("unseal wallet %s: %w", id, err)
+	}
+	resp, err := req.Sign(priv)
+	keys.Zero(priv)
+	if err != nil {
+		return nil, inputError(err)
+	}
+	detail := map[string]any{"method": req.Method, "principal": p.String(), "policy": dec, "key_use": "unseal wallet key, sign"}
+	// Gate 7: the record commits (with the replay digest and idempotency
+	// record) before anything leaves.
+	if req.Method != wallet.MethodSendTransaction {
+		return s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true,
+			response: func(*store.Tx) (any, error) { return resp, nil }})
+	}
+	// eth_sendTransaction: record the signature, broadcast, then store the
+	// idempotent response, so a retry after a failed broadcast is not told
+	// it succeeded.
+	noIdem := c
+	noIdem.IdempotencyKey = ""
+	if _, err := s.commit(ctx, action{call: noIdem, name: "wallet.rpc", target: id, detail: detail, replay: true,
+		response: func(*store.Tx) (any, error) { return resp, nil }}); err != nil {
+		return nil, err
+	}
+	if err := wallet.Broadcast(ctx, node, resp); err != nil {
+		if _, aerr := s.recordBroadcast(ctx, c, id, err); aerr != nil {
+			s.opts.Logger.Error("audit of a failed broadcast", "wallet", id, "error", aerr)
+		}
+		return nil, chainError(err)
+	}
+	return s.commit(ctx, action{call: c, name: "wallet.broadcast", target: id, detail: map[string]any{"caip2": req.CAIP2},
+		response: func(*store.Tx) (any, error) { return resp, nil }})
+}
+
+// chainOf is the CAIP-2 id a request is for: its caip2, or its chain id.
+func chainOf(r *wallet.Request) string {
+	if r.CAIP2 != "" {
+		return r.CAIP2
+	}
+	if id := r.ChainID(); id != nil {
+		return "eip155:" + id.String()
+	}
+	return ""
+}
+
+func (s *Service) recordBroadcast(ctx context.Context, c Call, id string, cause error) (audit.Record, error) {
+	detail, _ := json.Marshal(map[string]string{"error": cause.Error()})
+	var r audit.Record
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
+		var err error
+		r, err = audit.Append(tx, audit.Entry{Actor: c.Actor, Action: "wallet.broadcast", Target: id, Decision: audit.DecisionDeny, Detail: string(detail)})
+		return err
+	})
+	return r, err
+}
+
+// inputError maps the wallet library's validation errors to Invalid.
+func inputError(err error) error {
+	var ie *wallet.InputError
+	if errors.As(err, &ie) {
+		return errorf(Invalid, "%s", ie.Error())
+	}
+	return err
+}
+
+// chainError maps a node's refusal (public chain data) or a mismatch with
+// the request to Invalid, and an unreachable node to Unavailable.
+func chainError(err error) error {
+	var re *wallet.RPCError
+	var ie *wallet.InputError
+	var ne *wallet.NodeError
+	switch {
+	case errors.As(err, &re):
+		return errorf(Invalid, "The chain node refused the request: %s", re.Error())
+	case errors.As(err, &ie):
+		return errorf(Invalid, "%s", ie.Error())
+	case errors.Is(err, wallet.ErrChainMismatch), errors.Is(err, wallet.ErrHashMismatch), errors.Is(err, wallet.ErrNoBaseFee):
+		return errorf(Invalid, "%v", err)
+	case errors.As(err, &ne):
+		return &Error{Kind: Unavailable, Message: "The chain's JSON-RPC endpoint did not answer: " + ne.Error()}
+	}
+	return err
+}

@@ -1,0 +1,500 @@
+package custody
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/quorum"
+	"github.com/cachet-custody/cachet/store"
+	"github.com/cachet-custody/cachet/wallet"
+)
+
+// Signer is an additional signer of a wallet.
+type Signer struct {
+	SignerID          string   `json:"signer_id"`
+	OverridePolicyIDs []string `json:"override_policy_ids"`
+}
+
+// Wallet is a wallet as the API shows it.
+type Wallet struct {
+	ID                string   `json:"id"`
+	Address           string   `json:"address"`
+	ChainType         string   `json:"chain_type"`
+	PublicKey         string   `json:"public_key"`
+	OwnerID           *string  `json:"owner_id"`
+	PolicyIDs         []string `json:"policy_ids"`
+	AdditionalSigners []Signer `json:"additional_signers"`
+	DisplayName       *string  `json:"display_name"`
+	ExternalID        *string  `json:"external_id"`
+	CreatedAt         int64    `json:"created_at"`
+	ArchivedAt        *int64   `json:"archived_at"`
+	ExportedAt        *int64   `json:"exported_at"`
+	ImportedAt        *int64   `json:"imported_at"`
+}
+
+// Owner is the "owner" field: a key or a user, or null to remove.
+type Owner struct {
+	PublicKey *string `json:"public_key"`
+	UserID    *string `json:"user_id"`
+}
+
+// WalletInput is the body of POST /v1/wallets and PATCH /v1/wallets/{id}.
+// Presence matters on PATCH: an absent field is left alone, a null one
+// cleared; presence flags record which were sent.
+type WalletInput struct {
+	ChainType         string
+	Owner             *Owner // nil with OwnerSet: remove the owner
+	OwnerSet          bool
+	OwnerID           *string
+	OwnerIDSet        bool
+	PolicyIDs         *[]string
+	AdditionalSigners *[]Signer
+	DisplayName       *string
+	DisplayNameSet    bool
+	ExternalID        *string
+}
+
+var externalIDRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// ParseWalletInput decodes a wallet body strictly: unknown fields and wrong
+// types are refused with the field's name.
+func ParseWalletInput(body []byte, create bool) (WalletInput, error) {
+	var in WalletInput
+	var raw map[string]json.RawMessage
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return in, errorf(Invalid, "The body is not a JSON object.")
+	}
+	allowed := map[string]bool{"owner": true, "owner_id": true, "policy_ids": true, "additional_signers": true, "display_name": true}
+	if create {
+		allowed["chain_type"], allowed["external_id"] = true, true
+	}
+	for k, v := range raw {
+		if !allowed[k] {
+			return in, errorf(Invalid, "%s: unknown field.", k)
+		}
+		isNull := string(v) == "null"
+		var err error
+		switch k {
+		case "chain_type":
+			err = json.Unmarshal(v, &in.ChainType)
+		case "owner":
+			in.OwnerSet = true
+			if !isNull {
+				in.Owner = &Owner{}
+				dec := json.NewDecoder(bytesReader(v))
+				dec.DisallowUnknownFields()
+				err = dec.Decode(in.Owner)
+			}
+		case "owner_id":
+			in.OwnerIDSet = true
+			err = json.Unmarshal(v, &in.OwnerID)
+		case "policy_ids":
+			err = json.Unmarshal(v, &in.PolicyIDs)
+		case "additional_signers":
+			var ss []Signer
+			dec := json.NewDecoder(bytesReader(v))
+			dec.DisallowUnknownFields()
+			err = dec.Decode(&ss)
+			in.AdditionalSigners = &ss
+		case "display_name":
+			in.DisplayNameSet = true
+			err = json.Unmarshal(v, &in.DisplayName)
+		case "external_id":
+			err = json.Unmarshal(v, &in.ExternalID)
+		}
+		if err != nil {
+			return in, errorf(Invalid, "%s: %s", k, typeError(err))
+		}
+	}
+	if create && in.ChainType != "ethereum" {
+		return in, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", in.ChainType)
+	}
+	if in.OwnerSet && in.OwnerIDSet && (in.Owner != nil || in.OwnerID != nil) {
+		return in, errorf(Invalid, "owner and owner_id are mutually exclusive.")
+	}
+	if in.Owner != nil && (in.Owner.PublicKey == nil) == (in.Owner.UserID == nil) {
+		return in, errorf(Invalid, "owner: give exactly one of public_key and user_id.")
+	}
+	if in.DisplayName != nil && len(*in.DisplayName) > maxWalletNameChars {
+		return in, errorf(Invalid, "display_name: at most %d characters.", maxWalletNameChars)
+	}
+	if in.ExternalID != nil && !externalIDRE.MatchString(*in.ExternalID) {
+		return in, errorf(Invalid, "external_id: 1 to 64 of [a-zA-Z0-9_-].")
+	}
+	if in.PolicyIDs != nil && len(*in.PolicyIDs) > 1 {
+		return in, errorf(Invalid, "policy_ids: at most one policy per wallet.")
+	}
+	if in.AdditionalSigners != nil {
+		seen := map[string]bool{}
+		for i, sg := range *in.AdditionalSigners {
+			if sg.SignerID == "" {
+				return in, errorf(Invalid, "additional_signers[%d].signer_id: required.", i)
+			}
+			if seen[sg.SignerID] {
+				return in, errorf(Invalid, "additional_signers[%d].signer_id: %q is listed twice.", i, sg.SignerID)
+			}
+			seen[sg.SignerID] = true
+			if len(sg.OverridePolicyIDs) > 1 {
+				return in, errorf(Invalid, "additional_signers[%d].override_policy_ids: at most one policy.", i)
+			}
+			if sg.OverridePolicyIDs == nil {
+				(*in.AdditionalSigners)[i].OverridePolicyIDs = []string{}
+			}
+		}
+	}
+	return in, nil
+}
+
+func typeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("expected %s, not a JSON %s.", te.Type, te.Value)
+	}
+	return "malformed: " + err.Error()
+}
+
+// resolveOwner turns owner / owner_id into a quorum id, creating the
+// implicit one-member quorum of a single key. "" means no owner.
+func (s *Service) resolveOwner(ctx context.Context, tx *store.Tx, app string, in WalletInput) (string, error) {
+	switch {
+	case in.Owner != nil && in.Owner.UserID != nil:
+		return "", errorf(Invalid, "owner.user_id: this Cachet has no users yet; user owners come with user keys.")
+	case in.Owner != nil:
+		pub, err := quorum.ParsePublicKey(*in.Owner.PublicKey)
+		if err != nil {
+			return "", errorf(Invalid, "owner.public_key: %v", err)
+		}
+		id := newID()
+		spec := quorumSpec{keys: []string{quorum.CanonicalPublicKey(pub)}, keyNames: []*string{nil}, threshold: 1}
+		return id, writeQuorum(tx, app, id, spec, true, s.nowMS())
+	case in.OwnerID != nil:
+		if _, err := loadQuorum(ctx, txq{tx}, app, *in.OwnerID); err != nil {
+			return "", errorf(Invalid, "owner_id: %s", err.Error())
+		}
+		return *in.OwnerID, nil
+	}
+	return "", nil
+}
+
+// checkRefs checks that policies and signers named by a wallet input exist.
+func (s *Service) checkRefs(ctx context.Context, tx *store.Tx, app string, in WalletInput) error {
+	if in.PolicyIDs != nil {
+		if err := s.policy.Exist(ctx, app, *in.PolicyIDs); err != nil {
+			return errorf(Invalid, "policy_ids: %v", err)
+		}
+	}
+	if in.AdditionalSigners != nil {
+		for i, sg := range *in.AdditionalSigners {
+			if _, err := loadQuorum(ctx, txq{tx}, app, sg.SignerID); err != nil {
+				return errorf(Invalid, "additional_signers[%d].signer_id: %s", i, err.Error())
+			}
+			if err := s.policy.Exist(ctx, app, sg.OverridePolicyIDs); err != nil {
+				return errorf(Invalid, "additional_signers[%d].override_policy_ids: %v", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+func aadFor(walletID, part string) []byte { return []byte("cachet/wallet/" + walletID + "/" + part) }
+
+// CreateWallet is POST /v1/wallets: the app's credentials alone. It
+// generates 128 bits of BIP-39 entropy, derives m/44'/60'/0'/0/0 and seals
+// both through the hardware before anything is written.
+func (s *Service) CreateWallet(ctx context.Context, c Call, in WalletInput) (json.RawMessage, error) {
+	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
+		return out, err
+	}
+	id := newID()
+	entropy, err := wallet.NewEntropy()
+	if err != nil {
+		return nil, err
+	}
+	defer keys.Zero(entropy)
+	priv, addr, err := wallet.DeriveKey(entropy)
+	if err != nil {
+		return nil, err
+	}
+	defer keys.Zero(priv)
+	pub, err := compressedPublicKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	sealedEntropy, err := s.keys.Seal(ctx, keys.PurposeWallet, entropy, aadFor(id, "entropy"))
+	if err != nil {
+		return nil, fmt.Errorf("seal wallet %s: %w", id, err)
+	}
+	sealedKey, err := s.keys.Seal(ctx, keys.PurposeWallet, priv, aadFor(id, "key"))
+	if err != nil {
+		return nil, fmt.Errorf("seal wallet %s: %w", id, err)
+	}
+	gen, err := keys.BlobGeneration(sealedKey)
+	if err != nil {
+		return nil, err
+	}
+	return s.commit(ctx, action{
+		call: c, name: "wallet.create", target: id,
+		detail: map[string]any{"address": addr.Hex(), "key_uses": []string{"seal wallet entropy", "seal wallet key"}},
+		response: func(tx *store.Tx) (any, error) {
+			if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
+				return nil, err
+			}
+			owner, err := s.resolveOwner(ctx, tx, c.App, in)
+			if err != nil {
+				return nil, err
+			}
+			policies, signers := []string{}, []Signer{}
+			if in.PolicyIDs != nil {
+				policies = *in.PolicyIDs
+			}
+			if in.AdditionalSigners != nil {
+				signers = *in.AdditionalSigners
+			}
+			pj, _ := json.Marshal(policies)
+			sj, _ := json.Marshal(signers)
+			_, err = tx.Exec(`INSERT INTO wallets(id, app_id, chain_type, address, public_key, owner_id, policy_ids, additional_signers,
+				display_name, external_id, sealed_entropy, sealed_key, key_generation, created_at) VALUES (?, ?, 'ethereum', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				id, c.App, addr.Hex(), pub, nullable(owner), string(pj), string(sj), in.DisplayName, in.ExternalID,
+				sealedEntropy, sealedKey, gen, s.nowMS())
+			if store.IsConstraint(err) && in.ExternalID != nil {
+				return nil, errorf(Conflict, "A wallet with external_id %q already exists.", *in.ExternalID)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("insert wallet: %w", err)
+			}
+			return loadWallet(ctx, txq{tx}, c.App, id)
+		},
+	})
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func compressedPublicKey(priv []byte) (string, error) {
+	k, err := crypto.ToECDSA(priv)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("0x%x", crypto.CompressPubkey(&k.PublicKey)), nil
+}
+
+// storedWallet carries what the API does not show.
+type storedWallet struct {
+	Wallet
+	sealedKey     []byte
+	sealedEntropy []byte
+}
+
+const walletColumns = `id, address, chain_type, public_key, owner_id, policy_ids, additional_signers, display_name, external_id,
+	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy`
+
+func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
+	var w storedWallet
+	var owner, name, ext sql.NullString
+	var archived, exported, imported sql.NullInt64
+	var pj, sj string
+	if err := row.Scan(&w.ID, &w.Address, &w.ChainType, &w.PublicKey, &owner, &pj, &sj, &name, &ext,
+		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy); err != nil {
+		return nil, err
+	}
+	if owner.Valid {
+		w.OwnerID = &owner.String
+	}
+	if name.Valid {
+		w.DisplayName = &name.String
+	}
+	if ext.Valid {
+		w.ExternalID = &ext.String
+	}
+	for _, p := range []struct {
+		n *sql.NullInt64
+		t **int64
+	}{{&archived, &w.ArchivedAt}, {&exported, &w.ExportedAt}, {&imported, &w.ImportedAt}} {
+		if p.n.Valid {
+			v := p.n.Int64
+			*p.t = &v
+		}
+	}
+	if err := json.Unmarshal([]byte(pj), &w.PolicyIDs); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(sj), &w.AdditionalSigners); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+func loadStoredWallet(ctx context.Context, q querier, app, id string) (*storedWallet, error) {
+	w, err := scanWallet(q.QueryRowContext(ctx, `SELECT `+walletColumns+` FROM wallets WHERE id = ? AND app_id = ?`, id, app))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errorf(NotFound, "Wallet %q not found.", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read wallet %s: %w", id, err)
+	}
+	return w, nil
+}
+
+func loadWallet(ctx context.Context, q querier, app, id string) (Wallet, error) {
+	w, err := loadStoredWallet(ctx, q, app, id)
+	if err != nil {
+		return Wallet{}, err
+	}
+	return w.Wallet, nil
+}
+
+// GetWallet is GET /v1/wallets/{id}.
+func (s *Service) GetWallet(ctx context.Context, app, id string) (Wallet, error) {
+	return loadWallet(ctx, s.st.DB(), app, id)
+}
+
+// WalletPage is a page of GET /v1/wallets.
+type WalletPage struct {
+	Data       []Wallet `json:"data"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
+// ListWallets is GET /v1/wallets: the app's wallets, oldest first, archived
+// ones left out; cursor is the id of the last wallet of the previous page.
+func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int, chainType string) (WalletPage, error) {
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	args := []any{app}
+	q := `SELECT ` + walletColumns + ` FROM wallets WHERE app_id = ? AND archived_at IS NULL`
+	if chainType != "" {
+		q += ` AND chain_type = ?`
+		args = append(args, chainType)
+	}
+	if cursor != "" {
+		var created int64
+		err := s.st.DB().QueryRowContext(ctx, `SELECT created_at FROM wallets WHERE id = ? AND app_id = ?`, cursor, app).Scan(&created)
+		if errors.Is(err, sql.ErrNoRows) {
+			return WalletPage{}, errorf(Invalid, "cursor: not a wallet of this app.")
+		}
+		if err != nil {
+			return WalletPage{}, err
+		}
+		q += ` AND (created_at, id) > (?, ?)`
+		args = append(args, created, cursor)
+	}
+	q += ` ORDER BY created_at, id LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := s.st.DB().QueryContext(ctx, q, args...)
+	if err != nil {
+		return WalletPage{}, err
+	}
+	defer rows.Close()
+	page := WalletPage{Data: []Wallet{}}
+	for rows.Next() {
+		w, err := scanWallet(rows)
+		if err != nil {
+			return WalletPage{}, err
+		}
+		page.Data = append(page.Data, w.Wallet)
+	}
+	if len(page.Data) > limit {
+		page.Data = page.Data[:limit]
+		next := page.Data[limit-1].ID
+		page.NextCursor = &next
+	}
+	return page, rows.Err()
+}
+
+// UpdateWallet is PATCH /v1/wallets/{id}: the current owner's threshold
+// (app credentials alone for a wallet without owner), including a change of
+// owner.
+func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in WalletInput) (json.RawMessage, error) {
+	return s.commit(ctx, action{
+		call: c, name: "wallet.update", target: id, replay: true,
+		response: func(tx *store.Tx) (any, error) {
+			if _, err := s.ownedWallet(ctx, tx, c, id, "update"); err != nil {
+				return nil, err
+			}
+			if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
+				return nil, err
+			}
+			if in.OwnerSet || in.OwnerIDSet {
+				owner, err := s.resolveOwner(ctx, tx, c.App, in)
+				if err != nil {
+					return nil, err
+				}
+				if _, err := tx.Exec(`UPDATE wallets SET owner_id = ? WHERE id = ?`, nullable(owner), id); err != nil {
+					return nil, err
+				}
+			}
+			if in.PolicyIDs != nil {
+				pj, _ := json.Marshal(*in.PolicyIDs)
+				if _, err := tx.Exec(`UPDATE wallets SET policy_ids = ? WHERE id = ?`, string(pj), id); err != nil {
+					return nil, err
+				}
+			}
+			if in.AdditionalSigners != nil {
+				sj, _ := json.Marshal(*in.AdditionalSigners)
+				if _, err := tx.Exec(`UPDATE wallets SET additional_signers = ? WHERE id = ?`, string(sj), id); err != nil {
+					return nil, err
+				}
+			}
+			if in.DisplayNameSet {
+				if _, err := tx.Exec(`UPDATE wallets SET display_name = ? WHERE id = ?`, in.DisplayName, id); err != nil {
+					return nil, err
+				}
+			}
+			return loadWallet(ctx, txq{tx}, c.App, id)
+		},
+	})
+}
+
+// ArchiveWallet is POST /v1/wallets/{id}/archive: the owner's threshold.
+func (s *Service) ArchiveWallet(ctx context.Context, c Call, id string) (json.RawMessage, error) {
+	return s.commit(ctx, action{
+		call: c, name: "wallet.archive", target: id, replay: true,
+		response: func(tx *store.Tx) (any, error) {
+			if _, err := s.ownedWallet(ctx, tx, c, id, "archive"); err != nil {
+				return nil, err
+			}
+			if _, err := tx.Exec(`UPDATE wallets SET archived_at = ? WHERE id = ?`, s.nowMS(), id); err != nil {
+				return nil, err
+			}
+			return loadWallet(ctx, txq{tx}, c.App, id)
+		},
+	})
+}
+
+// ownedWallet loads a live wallet and checks the request carries its
+// owner's approval. An additional signer's approval is not enough: signers
+// may only sign.
+func (s *Service) ownedWallet(ctx context.Context, tx *store.Tx, c Call, id, verb string) (*storedWallet, error) {
+	w, err := loadStoredWallet(ctx, txq{tx}, c.App, id)
+	if err != nil {
+		return nil, err
+	}
+	if w.ArchivedAt != nil {
+		return nil, errorf(NotFound, "Wallet %q is archived.", id)
+	}
+	owner := ""
+	if w.OwnerID != nil {
+		owner = *w.OwnerID
+	}
+	err = s.authorizeOwner(ctx, txq{tx}, c.App, owner, c.Signed, "wallet "+id)
+	if err != nil && owner != "" && c.Signed != nil {
+		if principal, perr := s.signingPrincipal(ctx, txq{tx}, c.App, w, c.Signed); perr == nil && principal.signer != nil {
+			return nil, errorf(Forbidden, "Additional signers may only sign; to %s wallet %s the owner must approve.", verb, id)
+		}
+	}
+	return w, err
+}
