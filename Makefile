@@ -8,7 +8,7 @@ DIR     ?= .cachet/dev-$(BACKEND)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build test lint bench deps clean
+.PHONY: run build test lint bench load deps clean
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -28,6 +28,16 @@ lint:
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./hsm/ ./tpm/
 	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 3000x -count 3 ./audit/
+
+# End-to-end eth_signTransaction over the socket at 1, 8 and 64 clients,
+# against a throwaway dev appliance (BACKEND=pkcs11 or tpm). Not part of
+# `make test`.
+load: deps build
+	@dir=$$(mktemp -d /tmp/cachet-load.XXXXXX); \
+	./bin/cachet dev --dir $$dir/dev --backend $(BACKEND) > $$dir/dev.log 2>&1 & pid=$$!; \
+	for i in $$(seq 1 150); do [ -S $$dir/dev/cachet.sock ] && break; sleep 0.2; done; \
+	$(GO) run ./tools/load --app-file $$dir/dev/app.json $(LOADFLAGS); rc=$$?; \
+	kill -TERM $$pid; wait $$pid; rm -rf $$dir; exit $$rc
 
 deps:
 	@./scripts/install-deps
