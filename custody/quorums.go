@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
@@ -269,7 +270,7 @@ func (s *Service) validateQuorum(ctx context.Context, q querier, app, selfID str
 		spec.threshold = *in.AuthorizationThreshold
 	}
 	if in.DisplayName != nil {
-		if len(*in.DisplayName) > maxDisplayName {
+		if utf8.RuneCountInString(*in.DisplayName) > maxDisplayName {
 			return spec, errorf(Invalid, "display_name: at most %d characters.", maxDisplayName)
 		}
 		spec.name = in.DisplayName

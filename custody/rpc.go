@@ -170,13 +170,17 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		response: func(*store.Tx) (any, error) { return resp, nil }}); err != nil {
 		return nil, err
 	}
+	// What the node may have received is recorded even if the caller has
+	// gone: a retry under the same idempotency key must get the stored
+	// response, not sign and send a second transaction.
+	sent := context.WithoutCancel(ctx)
 	if err := wallet.Broadcast(ctx, node, resp); err != nil {
-		if _, aerr := s.recordBroadcast(ctx, c, id, err); aerr != nil {
+		if _, aerr := s.recordBroadcast(sent, c, id, err); aerr != nil {
 			s.opts.Logger.Error("audit of a failed broadcast", "wallet", id, "error", aerr)
 		}
 		return nil, chainError(err)
 	}
-	return s.commit(ctx, action{call: c, name: "wallet.broadcast", target: id, detail: map[string]any{"caip2": req.CAIP2},
+	return s.commit(sent, action{call: c, name: "wallet.broadcast", target: id, detail: map[string]any{"caip2": req.CAIP2},
 		response: func(*store.Tx) (any, error) { return resp, nil }})
 }
 

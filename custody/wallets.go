@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"unicode/utf8"
 
 	"github.com/ethereum/go-ethereum/crypto"
 
@@ -100,11 +101,17 @@ func ParseWalletInput(body []byte, create bool) (WalletInput, error) {
 			err = json.Unmarshal(v, &in.OwnerID)
 		case "policy_ids":
 			err = json.Unmarshal(v, &in.PolicyIDs)
+			if isNull {
+				in.PolicyIDs = &[]string{} // null clears, as for the other fields
+			}
 		case "additional_signers":
 			var ss []Signer
 			dec := json.NewDecoder(bytesReader(v))
 			dec.DisallowUnknownFields()
 			err = dec.Decode(&ss)
+			if ss == nil {
+				ss = []Signer{} // null clears; stored and shown as [], never null
+			}
 			in.AdditionalSigners = &ss
 		case "display_name":
 			in.DisplayNameSet = true
@@ -125,7 +132,7 @@ func ParseWalletInput(body []byte, create bool) (WalletInput, error) {
 	if in.Owner != nil && (in.Owner.PublicKey == nil) == (in.Owner.UserID == nil) {
 		return in, errorf(Invalid, "owner: give exactly one of public_key and user_id.")
 	}
-	if in.DisplayName != nil && len(*in.DisplayName) > maxWalletNameChars {
+	if in.DisplayName != nil && utf8.RuneCountInString(*in.DisplayName) > maxWalletNameChars {
 		return in, errorf(Invalid, "display_name: at most %d characters.", maxWalletNameChars)
 	}
 	if in.ExternalID != nil && !externalIDRE.MatchString(*in.ExternalID) {
