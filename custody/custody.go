@@ -148,14 +148,24 @@ func newID() string {
 	return string(b)
 }
 
+// idemMode says what a commit does with the call's idempotency key.
+type idemMode int
+
+const (
+	idemStore    idemMode = iota // store the response under the key
+	idemPending                  // mark the key as in progress (the response comes later)
+	idemComplete                 // store the response under a key marked in progress
+)
+
 // action is one change the service commits.
 type action struct {
-	call     Call
-	name     string // audit action, "wallet.create"
-	target   string
-	detail   map[string]any
-	replay   bool // record the signed request's digest
-	response func(tx *store.Tx) (any, error)
+	call        Call
+	name        string // audit action, "wallet.create"
+	target      string
+	detail      map[string]any
+	replay      bool // record the signed request's digest
+	idempotency idemMode
+	response    func(tx *store.Tx) (any, error)
 }
 
 // commit runs a change in one write transaction: it returns the stored
@@ -166,7 +176,7 @@ type action struct {
 func (s *Service) commit(ctx context.Context, a action) (json.RawMessage, error) {
 	var out json.RawMessage
 	err := s.st.Write(ctx, func(tx *store.Tx) error {
-		if a.call.IdempotencyKey != "" {
+		if a.call.IdempotencyKey != "" && a.idempotency != idemComplete {
 			stored, err := s.idempotent(tx, a.call)
 			if err != nil || stored != nil {
 				out = stored
@@ -193,8 +203,17 @@ func (s *Service) commit(ctx context.Context, a action) (json.RawMessage, error)
 			return err
 		}
 		if a.call.IdempotencyKey != "" {
-			_, err := tx.Exec(`INSERT INTO idempotency_keys(app_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
-				a.call.App, a.call.IdempotencyKey, a.call.RequestHash, []byte(out), s.nowMS())
+			var err error
+			switch a.idempotency {
+			case idemStore:
+				_, err = tx.Exec(`INSERT INTO idempotency_keys(app_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)`,
+					a.call.App, a.call.IdempotencyKey, a.call.RequestHash, []byte(out), s.nowMS())
+			case idemPending:
+				_, err = tx.Exec(`INSERT INTO idempotency_keys(app_id, key, request_hash, response, created_at) VALUES (?, ?, ?, x'', ?)`,
+					a.call.App, a.call.IdempotencyKey, a.call.RequestHash, s.nowMS())
+			case idemComplete:
+				_, err = tx.Exec(`UPDATE idempotency_keys SET response = ? WHERE app_id = ? AND key = ?`, []byte(out), a.call.App, a.call.IdempotencyKey)
+			}
 			if err != nil {
 				return fmt.Errorf("store idempotency key: %w", err)
 			}
@@ -209,6 +228,10 @@ func (s *Service) commit(ctx context.Context, a action) (json.RawMessage, error)
 
 // errIdempotencyReused is Privy's own message for a key reused with another body.
 var errIdempotencyReused = errorf(Invalid, "Idempotency key was reused for a request with a new body. Please create a new idempotency key for the request.")
+
+// errIdempotencyPending refuses a retry of a request still in progress, or
+// one whose outcome is unknown (a broadcast the node did not confirm).
+var errIdempotencyPending = errorf(Conflict, "A request with this idempotency key is in progress, or its broadcast did not complete and its outcome is unknown; check the chain before sending a new request.")
 
 // idempotent returns the stored response for the call's idempotency key, nil
 // when the key is new, or an error when it was used for another request.
@@ -226,6 +249,9 @@ func (s *Service) idempotent(tx *store.Tx, c Call) (json.RawMessage, error) {
 	}
 	if string(hash) != string(c.RequestHash) {
 		return nil, errIdempotencyReused
+	}
+	if len(resp) == 0 {
+		return nil, errIdempotencyPending
 	}
 	return resp, nil
 }
@@ -250,6 +276,9 @@ func (s *Service) Replayed(ctx context.Context, c Call) (json.RawMessage, bool, 
 	if string(hash) != string(c.RequestHash) {
 		return nil, false, errIdempotencyReused
 	}
+	if len(resp) == 0 {
+		return nil, false, errIdempotencyPending
+	}
 	return resp, true, nil
 }
 
@@ -263,7 +292,7 @@ func (s *Service) rememberDigest(tx *store.Tx, sg *Signed) error {
 	}
 	_, err := tx.Exec(`INSERT INTO replay_digests(digest, expires_at) VALUES (?, ?)`, d[:], until.UnixMilli())
 	if store.IsConstraint(err) {
-		return errorf(Unauthorized, "This signed request was already accepted once; sign a new request.")
+		return errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
 	}
 	return err
 }

@@ -377,7 +377,7 @@ func (s *Service) UpdateQuorum(ctx context.Context, c Call, id string, in Quorum
 			if err != nil {
 				return nil, err
 			}
-			if _, err := tx.Exec(`UPDATE key_quorums SET display_name = ?, threshold = ? WHERE id = ?`, spec.name, spec.threshold, id); err != nil {
+			if _, err := tx.Exec(`UPDATE key_quorums SET display_name = ?, threshold = ?, version = version + 1 WHERE id = ?`, spec.name, spec.threshold, id); err != nil {
 				return nil, err
 			}
 			if _, err := tx.Exec(`DELETE FROM key_quorum_members WHERE quorum_id = ?`, id); err != nil {
@@ -412,7 +412,7 @@ func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, 
 			} else if len(users) > 0 {
 				return nil, errorf(Conflict, "Key quorum %s is still used by %s; change those first.", id, strings.Join(users, ", "))
 			}
-			if _, err := tx.Exec(`UPDATE key_quorums SET deleted_at = ? WHERE id = ?`, s.nowMS(), id); err != nil {
+			if _, err := tx.Exec(`UPDATE key_quorums SET deleted_at = ?, version = version + 1 WHERE id = ?`, s.nowMS(), id); err != nil {
 				return nil, err
 			}
 			return map[string]bool{"success": true}, nil
@@ -431,10 +431,15 @@ func (s *Service) quorumUsers(ctx context.Context, q querier, id string) ([]stri
 	}
 	for rows.Next() {
 		var w string
-		rows.Scan(&w)
+		if err := rows.Scan(&w); err != nil {
+			rows.Close()
+			return nil, err
+		}
 		out = append(out, "wallet "+w)
 	}
-	rows.Close()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
 	rows, err = q.QueryContext(ctx, `SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
 		WHERE m.child_id = ? AND k.deleted_at IS NULL`, id)
 	if err != nil {
@@ -442,10 +447,15 @@ func (s *Service) quorumUsers(ctx context.Context, q querier, id string) ([]stri
 	}
 	for rows.Next() {
 		var p string
-		rows.Scan(&p)
+		if err := rows.Scan(&p); err != nil {
+			rows.Close()
+			return nil, err
+		}
 		out = append(out, "key quorum "+p)
 	}
-	rows.Close()
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
 	sort.Strings(out)
 	return out, nil
 }

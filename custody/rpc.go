@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
 
@@ -25,6 +26,9 @@ type principal struct {
 	owner  bool
 	signer *Signer // the additional signer, when not the owner
 	app    bool    // a wallet without owner, managed by the app alone
+	// quorums are the key quorums whose members approved: the principal's
+	// quorum and its children.
+	quorums []string
 }
 
 func (p principal) String() string {
@@ -58,6 +62,7 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 		return principal{}, errorf(Unauthorized, "Wallet %s has an owner: the request needs privy-authorization-signature from its owner or an additional signer.", w.ID)
 	}
 	var firstErr error
+	var ids []string
 	try := func(id string) (bool, error) {
 		sq, err := loadQuorum(ctx, q, app, id)
 		if err != nil {
@@ -71,18 +76,22 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
+		ids = []string{vq.ID}
+		for _, c := range vq.Children {
+			ids = append(ids, c.ID)
+		}
 		return ok && err == nil, nil
 	}
 	if ok, err := try(*w.OwnerID); err != nil {
 		return principal{}, err
 	} else if ok {
-		return principal{owner: true}, nil
+		return principal{owner: true, quorums: ids}, nil
 	}
 	for i := range w.AdditionalSigners {
 		if ok, err := try(w.AdditionalSigners[i].SignerID); err != nil {
 			return principal{}, err
 		} else if ok {
-			return principal{signer: &w.AdditionalSigners[i]}, nil
+			return principal{signer: &w.AdditionalSigners[i], quorums: ids}, nil
 		}
 	}
 	var ae *quorum.AuthError
@@ -90,6 +99,39 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 		return principal{}, errorf(Unauthorized, "Invalid authorization signature: %s.", ae.Reason)
 	}
 	return principal{}, errorf(Unauthorized, "The authorization signatures satisfy neither the owner of wallet %s nor any of its additional signers.", w.ID)
+}
+
+// authState identifies the authorization a request was checked against: the
+// wallet's version and those of the quorums that approved. Every change of
+// owner, signers, policies, archive state or quorum members bumps one.
+func authState(ctx context.Context, q querier, walletID string, quorums []string) (string, error) {
+	var b strings.Builder
+	var v int64
+	if err := q.QueryRowContext(ctx, `SELECT version FROM wallets WHERE id = ?`, walletID).Scan(&v); err != nil {
+		return "", fmt.Errorf("read wallet %s version: %w", walletID, err)
+	}
+	fmt.Fprintf(&b, "w%d", v)
+	for _, id := range quorums {
+		if err := q.QueryRowContext(ctx, `SELECT version FROM key_quorums WHERE id = ?`, id).Scan(&v); err != nil {
+			return "", fmt.Errorf("read key quorum %s version: %w", id, err)
+		}
+		fmt.Fprintf(&b, ";%s:%d", id, v)
+	}
+	return b.String(), nil
+}
+
+// unchanged refuses to release a signature when the wallet or the quorums
+// that approved it changed after the check (an archive, a new owner, a
+// removed signer, new quorum members committed meanwhile).
+func unchanged(ctx context.Context, tx *store.Tx, walletID string, quorums []string, want string) error {
+	got, err := authState(ctx, txq{tx}, walletID, quorums)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return errorf(Conflict, "Wallet %s or the key quorum that approved this request changed while it was being signed; nothing was signed. Send the request again.", walletID)
+	}
+	return nil
 }
 
 // RPC is POST /v1/wallets/{id}/rpc (raw=false) and /raw_sign (raw=true).
@@ -118,6 +160,10 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	// Gate 3: the owner, an additional signer, or the app for a wallet
 	// without owner.
 	p, err := s.signingPrincipal(ctx, s.st.DB(), c.App, w, c.Signed)
+	if err != nil {
+		return nil, err
+	}
+	state, err := authState(ctx, s.st.DB(), id, p.quorums)
 	if err != nil {
 		return nil, err
 	}
@@ -157,17 +203,21 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	detail := map[string]any{"method": req.Method, "principal": p.String(), "policy": dec, "key_use": "unseal wallet key, sign"}
 	// Gate 7: the record commits (with the replay digest and idempotency
 	// record) before anything leaves.
-	if req.Method != wallet.MethodSendTransaction {
-		return s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true,
-			response: func(*store.Tx) (any, error) { return resp, nil }})
+	release := func(tx *store.Tx) (any, error) {
+		if err := unchanged(ctx, tx, id, p.quorums, state); err != nil {
+			return nil, err
+		}
+		return resp, nil
 	}
-	// eth_sendTransaction: record the signature, broadcast, then store the
-	// idempotent response, so a retry after a failed broadcast is not told
-	// it succeeded.
-	noIdem := c
-	noIdem.IdempotencyKey = ""
-	if _, err := s.commit(ctx, action{call: noIdem, name: "wallet.rpc", target: id, detail: detail, replay: true,
-		response: func(*store.Tx) (any, error) { return resp, nil }}); err != nil {
+	if req.Method != wallet.MethodSendTransaction {
+		return s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true, response: release})
+	}
+	// eth_sendTransaction: record the signature and mark the idempotency
+	// key as in progress, broadcast, then store the response under the key,
+	// so neither a concurrent retry nor a retry after a failed broadcast
+	// sends a second transaction or is told the first succeeded.
+	if _, err := s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true,
+		idempotency: idemPending, response: release}); err != nil {
 		return nil, err
 	}
 	// What the node may have received is recorded even if the caller has
@@ -175,13 +225,13 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	// response, not sign and send a second transaction.
 	sent := context.WithoutCancel(ctx)
 	if err := wallet.Broadcast(ctx, node, resp); err != nil {
-		if _, aerr := s.recordBroadcast(sent, c, id, err); aerr != nil {
+		if aerr := s.recordBroadcast(sent, c, id, err); aerr != nil {
 			s.opts.Logger.Error("audit of a failed broadcast", "wallet", id, "error", aerr)
 		}
 		return nil, chainError(err)
 	}
 	return s.commit(sent, action{call: c, name: "wallet.broadcast", target: id, detail: map[string]any{"caip2": req.CAIP2},
-		response: func(*store.Tx) (any, error) { return resp, nil }})
+		idempotency: idemComplete, response: func(*store.Tx) (any, error) { return resp, nil }})
 }
 
 // chainOf is the CAIP-2 id a request is for: its caip2, or its chain id.
@@ -195,15 +245,23 @@ func chainOf(r *wallet.Request) string {
 	return ""
 }
 
-func (s *Service) recordBroadcast(ctx context.Context, c Call, id string, cause error) (audit.Record, error) {
+// recordBroadcast records a failed broadcast. When the node refused the
+// transaction outright, it was not sent, and the idempotency key is freed
+// for a retry; when the outcome is unknown (the node did not answer), the
+// key stays in progress, so a retry cannot send a second transaction.
+func (s *Service) recordBroadcast(ctx context.Context, c Call, id string, cause error) error {
 	detail, _ := json.Marshal(map[string]string{"error": cause.Error()})
-	var r audit.Record
-	err := s.st.Write(ctx, func(tx *store.Tx) error {
-		var err error
-		r, err = audit.Append(tx, audit.Entry{Actor: c.Actor, Action: "wallet.broadcast", Target: id, Decision: audit.DecisionDeny, Detail: string(detail)})
-		return err
+	var refused *wallet.RPCError
+	return s.st.Write(ctx, func(tx *store.Tx) error {
+		if _, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: "wallet.broadcast", Target: id, Decision: audit.DecisionDeny, Detail: string(detail)}); err != nil {
+			return err
+		}
+		if c.IdempotencyKey != "" && errors.As(cause, &refused) {
+			_, err := tx.Exec(`DELETE FROM idempotency_keys WHERE app_id = ? AND key = ?`, c.App, c.IdempotencyKey)
+			return err
+		}
+		return nil
 	})
-	return r, err
 }
 
 // inputError maps the wallet library's validation errors to Invalid.

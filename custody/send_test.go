@@ -237,15 +237,20 @@ func TestSendTransaction(t *testing.T) {
 	})
 
 	// Failures after the signature: the signature is recorded, the failed
-	// broadcast too, and no idempotent response is stored.
+	// broadcast too, and no idempotent response is stored. A node that
+	// refused the transaction frees the idempotency key; one that did not
+	// answer leaves the outcome unknown, so the key stays in progress and a
+	// retry under it is refused as a conflict rather than sent again.
 	for _, tc := range []struct {
-		name  string
-		caip2 string
-		setup func()
-		want  custody.Kind
+		name      string
+		caip2     string
+		setup     func()
+		want      custody.Kind
+		keyKept   bool         // the key stays, marked in progress
+		retryKind custody.Kind // the same request sent again
 	}{
-		{"node refuses the transaction", "eip155:1", func() { mainnet.set(func(n *fakeNode) { n.sendError = true }) }, custody.Invalid},
-		{"node unreachable for the broadcast", "eip155:10", func() {}, custody.Unavailable},
+		{"node refuses the transaction", "eip155:1", func() { mainnet.set(func(n *fakeNode) { n.sendError = true }) }, custody.Invalid, false, custody.Unauthorized},
+		{"node unreachable for the broadcast", "eip155:10", func() {}, custody.Unavailable, true, custody.Conflict},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.setup()
@@ -260,13 +265,20 @@ func TestSendTransaction(t *testing.T) {
 			if got := e.audits("wallet.broadcast", "deny"); got != denied+1 {
 				t.Errorf("wallet.broadcast deny records %d, want %d", got, denied+1)
 			}
-			if got := e.count(`SELECT COUNT(*) FROM idempotency_keys`); got != idems {
+			wantIdems := idems
+			if tc.keyKept {
+				wantIdems++
+			}
+			if got := e.count(`SELECT COUNT(*) FROM idempotency_keys`); got != wantIdems {
+				t.Errorf("idempotency keys %d after a failed broadcast, want %d", got, wantIdems)
+			}
+			if got := e.count(`SELECT COUNT(*) FROM idempotency_keys WHERE length(response) > 0`); got != idems {
 				t.Errorf("a failed broadcast stored an idempotent response")
 			}
-			// The SDK's retry of the same signed request is not signed and
-			// sent a second time: the signed request was used once.
+			// The SDK's retry of the same request is not signed and sent a
+			// second time.
 			sent := len(mainnet.sent())
-			e.refused(t, custody.Unauthorized, func() error {
+			e.refused(t, tc.retryKind, func() error {
 				_, err := e.svc.RPC(e.ctx, call, w.ID, sendBody(tc.caip2), false)
 				return err
 			})

@@ -375,8 +375,10 @@ type WalletPage struct {
 	NextCursor *string  `json:"next_cursor"`
 }
 
-// ListWallets is GET /v1/wallets: the app's wallets, oldest first, archived
-// ones left out; cursor is the id of the last wallet of the previous page.
+// ListWallets is GET /v1/wallets: the app's wallets in the order they were
+// created (SQLite's rowid, which ties within a millisecond cannot reorder),
+// archived ones left out; cursor is the id of the last wallet of the
+// previous page.
 func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int, chainType string) (WalletPage, error) {
 	if limit <= 0 || limit > 100 {
 		limit = 100
@@ -388,18 +390,18 @@ func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int
 		args = append(args, chainType)
 	}
 	if cursor != "" {
-		var created int64
-		err := s.st.DB().QueryRowContext(ctx, `SELECT created_at FROM wallets WHERE id = ? AND app_id = ?`, cursor, app).Scan(&created)
+		var row int64
+		err := s.st.DB().QueryRowContext(ctx, `SELECT rowid FROM wallets WHERE id = ? AND app_id = ?`, cursor, app).Scan(&row)
 		if errors.Is(err, sql.ErrNoRows) {
 			return WalletPage{}, errorf(Invalid, "cursor: not a wallet of this app.")
 		}
 		if err != nil {
 			return WalletPage{}, err
 		}
-		q += ` AND (created_at, id) > (?, ?)`
-		args = append(args, created, cursor)
+		q += ` AND rowid > ?`
+		args = append(args, row)
 	}
-	q += ` ORDER BY created_at, id LIMIT ?`
+	q += ` ORDER BY rowid LIMIT ?`
 	args = append(args, limit+1)
 	rows, err := s.st.DB().QueryContext(ctx, q, args...)
 	if err != nil {
@@ -440,19 +442,19 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 				if err != nil {
 					return nil, err
 				}
-				if _, err := tx.Exec(`UPDATE wallets SET owner_id = ? WHERE id = ?`, nullable(owner), id); err != nil {
+				if _, err := tx.Exec(`UPDATE wallets SET owner_id = ?, version = version + 1 WHERE id = ?`, nullable(owner), id); err != nil {
 					return nil, err
 				}
 			}
 			if in.PolicyIDs != nil {
 				pj, _ := json.Marshal(*in.PolicyIDs)
-				if _, err := tx.Exec(`UPDATE wallets SET policy_ids = ? WHERE id = ?`, string(pj), id); err != nil {
+				if _, err := tx.Exec(`UPDATE wallets SET policy_ids = ?, version = version + 1 WHERE id = ?`, string(pj), id); err != nil {
 					return nil, err
 				}
 			}
 			if in.AdditionalSigners != nil {
 				sj, _ := json.Marshal(*in.AdditionalSigners)
-				if _, err := tx.Exec(`UPDATE wallets SET additional_signers = ? WHERE id = ?`, string(sj), id); err != nil {
+				if _, err := tx.Exec(`UPDATE wallets SET additional_signers = ?, version = version + 1 WHERE id = ?`, string(sj), id); err != nil {
 					return nil, err
 				}
 			}
@@ -474,7 +476,7 @@ func (s *Service) ArchiveWallet(ctx context.Context, c Call, id string) (json.Ra
 			if _, err := s.ownedWallet(ctx, tx, c, id, "archive"); err != nil {
 				return nil, err
 			}
-			if _, err := tx.Exec(`UPDATE wallets SET archived_at = ? WHERE id = ?`, s.nowMS(), id); err != nil {
+			if _, err := tx.Exec(`UPDATE wallets SET archived_at = ?, version = version + 1 WHERE id = ?`, s.nowMS(), id); err != nil {
 				return nil, err
 			}
 			return loadWallet(ctx, txq{tx}, c.App, id)
