@@ -265,7 +265,7 @@ func (s *Service) Replayed(ctx context.Context, c Call) (json.RawMessage, bool, 
 	}
 	var hash, resp []byte
 	var created int64
-	err := s.st.DB().QueryRowContext(ctx, `SELECT request_hash, response, created_at FROM idempotency_keys WHERE app_id = ? AND key = ?`,
+	err := s.st.QueryRowContext(ctx, `SELECT request_hash, response, created_at FROM idempotency_keys WHERE app_id = ? AND key = ?`,
 		c.App, c.IdempotencyKey).Scan(&hash, &resp, &created)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds()) {
 		return nil, false, nil

@@ -354,7 +354,7 @@ func (s *Service) CreateQuorum(ctx context.Context, c Call, in QuorumInput) ([]b
 
 // GetQuorum is GET /v1/key_quorums/{id}.
 func (s *Service) GetQuorum(ctx context.Context, app, id string) (KeyQuorum, error) {
-	sq, err := loadQuorum(ctx, s.st.DB(), app, id)
+	sq, err := loadQuorum(ctx, s.st, app, id)
 	if err != nil {
 		return KeyQuorum{}, err
 	}

@@ -140,7 +140,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		return out, err
 	}
 	// Gate 1: a live wallet of this app.
-	w, err := loadStoredWallet(ctx, s.st.DB(), c.App, id)
+	w, err := loadStoredWallet(ctx, s.st, c.App, id)
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +159,11 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	}
 	// Gate 3: the owner, an additional signer, or the app for a wallet
 	// without owner.
-	p, err := s.signingPrincipal(ctx, s.st.DB(), c.App, w, c.Signed)
+	p, err := s.signingPrincipal(ctx, s.st, c.App, w, c.Signed)
 	if err != nil {
 		return nil, err
 	}
-	state, err := authState(ctx, s.st.DB(), id, p.quorums)
+	state, err := authState(ctx, s.st, id, p.quorums)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +195,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	if err != nil {
 		return nil, fmt.Errorf("unseal wallet %s: %w", id, err)
 	}
-	resp, err := req.Sign(priv)
+	resp, err := req.SignAs(priv, common.HexToAddress(w.Address))
 	keys.Zero(priv)
 	if err != nil {
 		return nil, inputError(err)

@@ -366,7 +366,7 @@ func loadWallet(ctx context.Context, q querier, app, id string) (Wallet, error) 
 
 // GetWallet is GET /v1/wallets/{id}.
 func (s *Service) GetWallet(ctx context.Context, app, id string) (Wallet, error) {
-	return loadWallet(ctx, s.st.DB(), app, id)
+	return loadWallet(ctx, s.st, app, id)
 }
 
 // WalletPage is a page of GET /v1/wallets.
@@ -391,7 +391,7 @@ func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int
 	}
 	if cursor != "" {
 		var row int64
-		err := s.st.DB().QueryRowContext(ctx, `SELECT rowid FROM wallets WHERE id = ? AND app_id = ?`, cursor, app).Scan(&row)
+		err := s.st.QueryRowContext(ctx, `SELECT rowid FROM wallets WHERE id = ? AND app_id = ?`, cursor, app).Scan(&row)
 		if errors.Is(err, sql.ErrNoRows) {
 			return WalletPage{}, errorf(Invalid, "cursor: not a wallet of this app.")
 		}
@@ -403,7 +403,7 @@ func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int
 	}
 	q += ` ORDER BY rowid LIMIT ?`
 	args = append(args, limit+1)
-	rows, err := s.st.DB().QueryContext(ctx, q, args...)
+	rows, err := s.st.QueryContext(ctx, q, args...)
 	if err != nil {
 		return WalletPage{}, err
 	}

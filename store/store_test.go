@@ -217,3 +217,33 @@ func TestIsConstraint(t *testing.T) {
 		t.Fatal("the failed write left a row")
 	}
 }
+
+// Statements are prepared once: on the reader pool at first use, and for
+// the writer between batches, after a transaction first used them.
+func TestStatementCache(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx := context.Background()
+	q := `INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`
+	for i := 0; i < 3; i++ {
+		if err := s.Write(ctx, func(tx *Tx) error { _, err := tx.Exec(q, "k", fmt.Sprint(i)); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := s.wstmts.Load(q); !ok {
+		t.Fatal("the writer did not cache a statement used by three transactions")
+	}
+	var v string
+	if err := s.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, "k").Scan(&v); err != nil || v != "2" {
+		t.Fatalf("cached read = %q, %v", v, err)
+	}
+	if _, ok := s.rstmts.Load(`SELECT value FROM meta WHERE key = ?`); !ok {
+		t.Fatal("the reader did not cache its statement")
+	}
+	// A bad statement still reports its error, cached or not.
+	if err := s.Write(ctx, func(tx *Tx) error { _, err := tx.Exec(`INSERT INTO nope VALUES (1)`); return err }); err == nil {
+		t.Fatal("a statement on a missing table succeeded")
+	}
+	if err := s.QueryRowContext(ctx, `SELECT nope FROM meta`).Scan(&v); err == nil {
+		t.Fatal("a bad read succeeded")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"fmt"
+	"math/big"
 	"strings"
 
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
@@ -178,6 +179,21 @@ func withKey(priv []byte, fn func(*ecdsa.PrivateKey) error) error {
 	//lint:ignore SA1019 see above
 	defer clear(k.D.Bits())
 	return fn(k)
+}
+
+// withScalar is withKey without the public point: go-ethereum's signing
+// (crypto.Sign, types.SignTx, types.SignSetCode) reads only D and the curve.
+func withScalar(priv []byte, fn func(*ecdsa.PrivateKey) error) error {
+	if len(priv) != 32 {
+		return ErrInvalidKey
+	}
+	d := new(big.Int).SetBytes(priv)
+	if d.Sign() == 0 || d.Cmp(crypto.S256().Params().N) >= 0 {
+		return ErrInvalidKey
+	}
+	defer clear(d.Bits())
+	//lint:ignore SA1019 go-ethereum's secp256k1 keys exist only as D
+	return fn(&ecdsa.PrivateKey{PublicKey: ecdsa.PublicKey{Curve: crypto.S256()}, D: d})
 }
 
 func normalizeMnemonic(m string) string {

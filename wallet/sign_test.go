@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/big"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -461,4 +462,36 @@ func mustECDSA(t *testing.T, k []byte) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return key
+}
+
+// SignAs gives exactly what Sign gives for every method, without
+// recomputing the public key.
+func TestSignAsMatchesSign(t *testing.T) {
+	priv, addr, err := DeriveKey(make([]byte, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"tx":       `{"method":"eth_signTransaction","params":{"transaction":{"type":2,"chain_id":1,"nonce":1,"to":"0x000000000000000000000000000000000000dEaD","value":"0x1","gas_limit":21000,"max_fee_per_gas":"0x2","max_priority_fee_per_gas":"0x1"}}}`,
+		"personal": `{"method":"personal_sign","params":{"message":"hi","encoding":"utf-8"}}`,
+		"hash":     `{"method":"secp256k1_sign","params":{"hash":"0x` + strings.Repeat("ab", 32) + `"}}`,
+		"7702":     `{"method":"eth_sign7702Authorization","params":{"contract":"0x000000000000000000000000000000000000dEaD","chain_id":1,"nonce":3}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			req, err := ParseRPC([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err1 := req.Sign(priv)
+			b, err2 := req.SignAs(priv, addr)
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			if err1 != nil || err2 != nil || string(ja) != string(jb) {
+				t.Fatalf("Sign = %s %v, SignAs = %s %v", ja, err1, jb, err2)
+			}
+		})
+	}
+	if _, err := (&Request{Method: MethodPersonalSign}).SignAs(make([]byte, 32), addr); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("zero key: %v", err)
+	}
 }
