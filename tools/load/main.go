@@ -171,7 +171,9 @@ func run(appFile, levels string, perLevel int, boundFor time.Duration) error {
 	return nil
 }
 
-func basic(id, secret string) string { return base64.StdEncoding.EncodeToString([]byte(id + ":" + secret)) }
+func basic(id, secret string) string {
+	return base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
+}
 
 // cryptoBound runs, on every core, what each request costs in cryptography
 // alone: verifying one P-256 DER signature and making one secp256k1
