@@ -93,13 +93,24 @@ func newAPIFlags(name string) (*apiFlags, func(args []string) ([]string, error))
 	}
 	fs.Var(&a.authKeys, "auth-key", "sign the request with this P-256 key file (base64 PKCS#8); repeat for each signer")
 	return a, func(args []string) ([]string, error) {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
+		// Flags may come before or after the resource id, as people type
+		// them: the flag package stops at the first positional argument,
+		// so parsing resumes after each one.
+		var positional []string
+		for {
+			if err := fs.Parse(args); err != nil {
+				return nil, err
+			}
+			if fs.NArg() == 0 {
+				break
+			}
+			positional = append(positional, fs.Arg(0))
+			args = fs.Args()[1:]
 		}
 		if *a.appFile == "" {
 			return nil, usageError{"--app-file FILE (or $CACHET_APP_FILE) is required"}
 		}
-		return fs.Args(), nil
+		return positional, nil
 	}
 }
 

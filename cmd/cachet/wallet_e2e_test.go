@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -167,4 +168,71 @@ func TestSignedRequestRefusals(t *testing.T) {
 	if code != http.StatusUnauthorized {
 		t.Fatalf("wrong app secret: %d %v", code, m)
 	}
+}
+
+// The client commands: app create prints credentials once, keys generate
+// makes a P-256 pair, and quorum/wallet commands call the socket, signing
+// with --auth-key files.
+func TestWalletCommands(t *testing.T) {
+	a := newAppliance(t, config.KindPKCS11)
+	a.init()
+	a.serve(a.cfg)
+	r := a.e.ok("app", "create", "--name", "payments")
+	if !strings.Contains(r.stdout, "app secret: cachet_secret_") || !strings.Contains(r.stdout, `secret_hash = "sha256:`) {
+		t.Fatalf("app create:\n%s", r)
+	}
+	appFile := writeFile(t, filepath.Join(a.dir, "app.json"), string(mustMarshal(t, client.AppFile{
+		AppID: a.appID, AppSecret: a.appSecret, Socket: a.socket, PublicURL: "http://localhost"})), 0o600)
+
+	var pubs []string
+	var keyFiles []string
+	for i := 1; i <= 3; i++ {
+		f := filepath.Join(a.dir, fmt.Sprintf("ops%d.key", i))
+		r := a.e.ok("keys", "generate", "--out", f)
+		pub := strings.TrimSpace(strings.TrimPrefix(lines(r.stdout, "public key")[0], "public key (base64 DER SPKI):"))
+		if _, err := quorum.ParsePublicKey(pub); err != nil {
+			t.Fatalf("keys generate printed %q: %v", pub, err)
+		}
+		if fi, _ := os.Stat(f); fi.Mode().Perm() != 0o600 {
+			t.Fatalf("key file mode %04o", fi.Mode().Perm())
+		}
+		pubs = append(pubs, pub)
+		keyFiles = append(keyFiles, f)
+	}
+	run := func(args ...string) map[string]any {
+		t.Helper()
+		r := a.e.ok(append(args, "--app-file", appFile)...)
+		var m map[string]any
+		mustJSON(t, []byte(r.stdout), &m)
+		return m
+	}
+	q := run("quorum", "create", "--body", string(mustMarshal(t, map[string]any{"public_keys": pubs, "authorization_threshold": 2})))
+	w := run("wallet", "create", "--body", `{"chain_type":"ethereum","owner_id":"`+q["id"].(string)+`"}`)
+	body := `{"method":"personal_sign","params":{"message":"from the command line","encoding":"utf-8"}}`
+	out := run("wallet", "rpc", w["id"].(string), "--body", body, "--auth-key", keyFiles[0], "--auth-key", keyFiles[2])
+	if out["method"] != "personal_sign" {
+		t.Fatalf("rpc: %v", out)
+	}
+	// One key is not enough: the command fails with the API's error.
+	r = a.e.run("wallet", "rpc", w["id"].(string), "--body", body, "--auth-key", keyFiles[1], "--app-file", appFile)
+	if r.code != 1 || !strings.Contains(r.stderr, "HTTP 401 unauthorized") {
+		t.Fatalf("rpc with one key: %s", r)
+	}
+	got := run("wallet", "get", w["id"].(string))
+	if got["address"] != w["address"] {
+		t.Fatalf("get: %v", got)
+	}
+	page := run("wallet", "list", "--body", `{"limit":1}`)
+	if len(page["data"].([]any)) != 1 {
+		t.Fatalf("list: %v", page)
+	}
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
