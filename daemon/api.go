@@ -24,17 +24,17 @@ const maxIdempotencyKey = 256
 
 // routeWalletAPI registers the wallet API.
 func (s *Server) routeWalletAPI() {
-	s.Handle("POST /v1/key_quorums", AccessApp, s.createQuorum)
+	s.Handle("POST /v1/key_quorums", AccessApp, s.change(s.createQuorum))
 	s.Handle("GET /v1/key_quorums/{id}", AccessApp, s.getQuorum)
-	s.Handle("PATCH /v1/key_quorums/{id}", AccessApp, s.updateQuorum)
-	s.Handle("DELETE /v1/key_quorums/{id}", AccessApp, s.deleteQuorum)
-	s.Handle("POST /v1/wallets", AccessApp, s.createWallet)
+	s.Handle("PATCH /v1/key_quorums/{id}", AccessApp, s.change(s.updateQuorum))
+	s.Handle("DELETE /v1/key_quorums/{id}", AccessApp, s.change(s.deleteQuorum))
+	s.Handle("POST /v1/wallets", AccessApp, s.change(s.createWallet))
 	s.Handle("GET /v1/wallets", AccessApp, s.listWallets)
 	s.Handle("GET /v1/wallets/{id}", AccessApp, s.getWallet)
-	s.Handle("PATCH /v1/wallets/{id}", AccessApp, s.updateWallet)
-	s.Handle("POST /v1/wallets/{id}/archive", AccessApp, s.archiveWallet)
-	s.Handle("POST /v1/wallets/{id}/rpc", AccessApp, s.rpc)
-	s.Handle("POST /v1/wallets/{id}/raw_sign", AccessApp, s.rawSign)
+	s.Handle("PATCH /v1/wallets/{id}", AccessApp, s.change(s.updateWallet))
+	s.Handle("POST /v1/wallets/{id}/archive", AccessApp, s.change(s.archiveWallet))
+	s.Handle("POST /v1/wallets/{id}/rpc", AccessApp, s.change(s.rpc))
+	s.Handle("POST /v1/wallets/{id}/raw_sign", AccessApp, s.change(s.rawSign))
 }
 
 // call reads the body and builds what custody needs to know about the
@@ -135,20 +135,69 @@ func writeRaw(w http.ResponseWriter, body []byte) error {
 	return err
 }
 
-func (s *Server) createQuorum(w http.ResponseWriter, r *http.Request) error {
-	c, body, err := s.call(r)
-	if err != nil {
-		return err
+// change builds the handler of a request that changes something or signs:
+// the call is built and checked at the edge, op does the work in custody,
+// and the response it committed is written as it is.
+func (s *Server) change(op func(r *http.Request, c custody.Call, body []byte) ([]byte, error)) HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, body, err := s.call(r)
+		if err != nil {
+			return err
+		}
+		out, err := op(r, c, body)
+		if err != nil {
+			return apiError(err)
+		}
+		return writeRaw(w, out)
 	}
+}
+
+func (s *Server) createQuorum(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
 	var in custody.QuorumInput
 	if err := decodeStrict(body, &in); err != nil {
-		return err
+		return nil, err
 	}
-	out, err := s.deps.Custody.CreateQuorum(r.Context(), c, in)
+	return s.deps.Custody.CreateQuorum(r.Context(), c, in)
+}
+
+func (s *Server) updateQuorum(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	var in custody.QuorumInput
+	if err := decodeStrict(body, &in); err != nil {
+		return nil, err
+	}
+	return s.deps.Custody.UpdateQuorum(r.Context(), c, r.PathValue("id"), in)
+}
+
+func (s *Server) deleteQuorum(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+	return s.deps.Custody.DeleteQuorum(r.Context(), c, r.PathValue("id"))
+}
+
+func (s *Server) createWallet(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	in, err := custody.ParseWalletInput(body, true)
 	if err != nil {
-		return apiError(err)
+		return nil, err
 	}
-	return writeRaw(w, out)
+	return s.deps.Custody.CreateWallet(r.Context(), c, in)
+}
+
+func (s *Server) updateWallet(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	in, err := custody.ParseWalletInput(body, false)
+	if err != nil {
+		return nil, err
+	}
+	return s.deps.Custody.UpdateWallet(r.Context(), c, r.PathValue("id"), in)
+}
+
+func (s *Server) archiveWallet(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+	return s.deps.Custody.ArchiveWallet(r.Context(), c, r.PathValue("id"))
+}
+
+func (s *Server) rpc(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.RPC(r.Context(), c, r.PathValue("id"), body, false)
+}
+
+func (s *Server) rawSign(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.RPC(r.Context(), c, r.PathValue("id"), body, true)
 }
 
 func (s *Server) getQuorum(w http.ResponseWriter, r *http.Request) error {
@@ -159,50 +208,6 @@ func (s *Server) getQuorum(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, q)
 	return nil
-}
-
-func (s *Server) updateQuorum(w http.ResponseWriter, r *http.Request) error {
-	c, body, err := s.call(r)
-	if err != nil {
-		return err
-	}
-	var in custody.QuorumInput
-	if err := decodeStrict(body, &in); err != nil {
-		return err
-	}
-	out, err := s.deps.Custody.UpdateQuorum(r.Context(), c, r.PathValue("id"), in)
-	if err != nil {
-		return apiError(err)
-	}
-	return writeRaw(w, out)
-}
-
-func (s *Server) deleteQuorum(w http.ResponseWriter, r *http.Request) error {
-	c, _, err := s.call(r)
-	if err != nil {
-		return err
-	}
-	out, err := s.deps.Custody.DeleteQuorum(r.Context(), c, r.PathValue("id"))
-	if err != nil {
-		return apiError(err)
-	}
-	return writeRaw(w, out)
-}
-
-func (s *Server) createWallet(w http.ResponseWriter, r *http.Request) error {
-	c, body, err := s.call(r)
-	if err != nil {
-		return err
-	}
-	in, err := custody.ParseWalletInput(body, true)
-	if err != nil {
-		return apiError(err)
-	}
-	out, err := s.deps.Custody.CreateWallet(r.Context(), c, in)
-	if err != nil {
-		return apiError(err)
-	}
-	return writeRaw(w, out)
 }
 
 func (s *Server) getWallet(w http.ResponseWriter, r *http.Request) error {
@@ -232,49 +237,6 @@ func (s *Server) listWallets(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
-}
-
-func (s *Server) updateWallet(w http.ResponseWriter, r *http.Request) error {
-	c, body, err := s.call(r)
-	if err != nil {
-		return err
-	}
-	in, err := custody.ParseWalletInput(body, false)
-	if err != nil {
-		return apiError(err)
-	}
-	out, err := s.deps.Custody.UpdateWallet(r.Context(), c, r.PathValue("id"), in)
-	if err != nil {
-		return apiError(err)
-	}
-	return writeRaw(w, out)
-}
-
-func (s *Server) archiveWallet(w http.ResponseWriter, r *http.Request) error {
-	c, _, err := s.call(r)
-	if err != nil {
-		return err
-	}
-	out, err := s.deps.Custody.ArchiveWallet(r.Context(), c, r.PathValue("id"))
-	if err != nil {
-		return apiError(err)
-	}
-	return writeRaw(w, out)
-}
-
-func (s *Server) rpc(w http.ResponseWriter, r *http.Request) error     { return s.sign(w, r, false) }
-func (s *Server) rawSign(w http.ResponseWriter, r *http.Request) error { return s.sign(w, r, true) }
-
-func (s *Server) sign(w http.ResponseWriter, r *http.Request, raw bool) error {
-	c, body, err := s.call(r)
-	if err != nil {
-		return err
-	}
-	out, err := s.deps.Custody.RPC(r.Context(), c, r.PathValue("id"), body, raw)
-	if err != nil {
-		return apiError(err)
-	}
-	return writeRaw(w, out)
 }
 
 // decodeStrict decodes a JSON object body, refusing unknown fields with the

@@ -172,34 +172,34 @@ func (s *Server) watchdog(ctx context.Context) {
 	if interval <= 0 {
 		return
 	}
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, interval/2, func() {
 		if h := s.checkHealth(ctx); h.Status != "ok" {
 			s.log.Error("health check failed; not pinging the watchdog", "backend", h.Backend.Error, "store", h.Store.Error, "audit", h.Audit.Error)
-			continue
+			return
 		}
 		notify(s.log, "WATCHDOG=1")
-	}
+	})
 }
 
 // purge drops expired replay digests and idempotency keys once a minute.
 func purge(ctx context.Context, svc *custody.Service, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
+	every(ctx, time.Minute, func() {
+		if err := svc.Purge(ctx); err != nil && ctx.Err() == nil {
+			log.Error("purge of expired replay digests and idempotency keys failed", "error", err)
+		}
+	})
+}
+
+// every calls fn each period until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := svc.Purge(ctx); err != nil && ctx.Err() == nil {
-				log.Error("purge of expired replay digests and idempotency keys failed", "error", err)
-			}
+			fn()
 		}
 	}
 }
