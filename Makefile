@@ -8,7 +8,7 @@ DIR     ?= .cachet/dev-$(BACKEND)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build test lint bench load deps clean
+.PHONY: run build test lint bench load fuzz deps clean
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -38,6 +38,16 @@ load: deps build
 	for i in $$(seq 1 150); do [ -S $$dir/dev/cachet.sock ] && break; sleep 0.2; done; \
 	$(GO) run ./tools/load --app-file $$dir/dev/app.json $(LOADFLAGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; rm -rf $$dir; exit $$rc
+
+# Coverage-guided fuzzing of the policy parser and evaluator (seed corpora in
+# policy/testdata/fuzz). FUZZTIME per target; not part of `make test`, whose
+# run replays the seed corpora only.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePolicy$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzEvaluate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzCalldata$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./quorum/
 
 deps:
 	@./scripts/install-deps

@@ -26,7 +26,6 @@ import (
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/keys"
-	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -51,6 +50,9 @@ type Error struct {
 	Message string
 	// Rule names the deciding policy rule of a PolicyViolation.
 	RuleID, RuleName string
+	// Audited is set when the refusal is already in the audit log (with
+	// its policy trace), so the edge does not record it again.
+	Audited bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -107,14 +109,16 @@ type Options struct {
 type Service struct {
 	st     *store.Store
 	keys   keys.Backend
-	policy policy.Engine
+	policy PolicyEngine
 	opts   Options
 	now    func() time.Time
 }
 
 // New returns the service. keys is the raw hardware backend: the service
-// records each use of a key in the audit record of the action it serves.
-func New(st *store.Store, k keys.Backend, p policy.Engine, opts Options) *Service {
+// records each use of a key in the audit record of the action it serves. A
+// nil policy engine means the store's own policies, condition sets and
+// aggregations (tests pass fakes above that boundary).
+func New(st *store.Store, k keys.Backend, p PolicyEngine, opts Options) *Service {
 	if opts.MaxRequestExpiry <= 0 {
 		opts.MaxRequestExpiry = 24 * time.Hour
 	}
@@ -127,7 +131,11 @@ func New(st *store.Store, k keys.Backend, p policy.Engine, opts Options) *Servic
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{st: st, keys: k, policy: p, opts: opts, now: time.Now}
+	s := &Service{st: st, keys: k, policy: p, opts: opts, now: time.Now}
+	if p == nil {
+		s.policy = newStoredPolicies(s)
+	}
+	return s
 }
 
 func (s *Service) nowMS() int64 { return s.now().UnixMilli() }

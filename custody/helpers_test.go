@@ -24,7 +24,6 @@ import (
 	"github.com/cachet-custody/cachet/hsm"
 	"github.com/cachet-custody/cachet/internal/testhw"
 	"github.com/cachet-custody/cachet/keys"
-	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 )
@@ -74,8 +73,8 @@ type env struct {
 }
 
 type envConfig struct {
-	policy policy.Engine   // nil: policy.None
-	opts   custody.Options // Logger defaults to the test's output
+	policy custody.PolicyEngine // nil: the store's own policies
+	opts   custody.Options      // Logger defaults to the test's output
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -116,9 +115,6 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		}
 	})
 
-	if cfg.policy == nil {
-		cfg.policy = policy.None{}
-	}
 	if cfg.opts.Logger == nil {
 		cfg.opts.Logger = logger
 	}

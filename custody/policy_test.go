@@ -11,6 +11,7 @@ import (
 
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/store"
 )
 
 // fakeEngine is a policy engine above the boundary: policies named "pol_*"
@@ -36,6 +37,10 @@ func (f *fakeEngine) Evaluate(_ context.Context, in policy.Input) (policy.Decisi
 	f.mu.Lock()
 	f.inputs = append(f.inputs, in)
 	f.mu.Unlock()
+	return f.decide(in)
+}
+
+func (f *fakeEngine) decide(in policy.Input) (policy.Decision, error) {
 	switch {
 	case slices.Contains(in.PolicyIDs, "pol_deny"):
 		return policy.Decision{Allowed: false, RuleID: "rule_7", RuleName: "no transfers to dead addresses", Reason: "to is 0x…dEaD"}, nil
@@ -43,6 +48,11 @@ func (f *fakeEngine) Evaluate(_ context.Context, in policy.Input) (policy.Decisi
 		return policy.Decision{}, errEngine
 	}
 	return policy.Decision{Allowed: true, Reason: "allowed by rule_1"}, nil
+}
+
+// Commit decides as Evaluate does; the fake keeps no aggregations.
+func (f *fakeEngine) Commit(ctx context.Context, _ *store.Tx, in policy.Input) (policy.Decision, error) {
+	return f.decide(in)
 }
 
 func (f *fakeEngine) calls() int {
@@ -112,12 +122,26 @@ func TestPolicyGate(t *testing.T) {
 	t.Run("a deny is a policy violation naming the rule", func(t *testing.T) {
 		setPolicy(t, "pol_deny")
 		for _, signer := range []authKey{ko, k2} {
-			ce := e.refused(t, custody.PolicyViolation, func() error {
-				_, err := e.rpc(request{body: signTxBody(), signers: keysOf(signer)}, w.ID)
-				return err
-			})
-			if ce.RuleID != "rule_7" || ce.RuleName != "no transfers to dead addresses" {
-				t.Errorf("violation names rule %q %q, want rule_7 and its name", ce.RuleID, ce.RuleName)
+			// A denial is recorded, with its decision, and nothing else
+			// changes: no signature, no replay digest, no idempotency key.
+			before := e.snapshot()
+			denials := e.audits("wallet.rpc", "deny")
+			_, err := e.rpc(request{body: signTxBody(), signers: keysOf(signer)}, w.ID)
+			ce := wantKind(t, err, custody.PolicyViolation)
+			if ce.RuleID != "rule_7" || ce.RuleName != "no transfers to dead addresses" || !ce.Audited {
+				t.Errorf("violation = %+v, want rule_7, its name, and already audited", ce)
+			}
+			if e.audits("wallet.rpc", "deny") != denials+1 {
+				t.Errorf("the denial was not recorded")
+			}
+			if d, ok := e.lastDetail("wallet.rpc")["policy"].(map[string]any); !ok || d["rule_id"] != "rule_7" {
+				t.Errorf("denial record's policy = %v", e.lastDetail("wallet.rpc")["policy"])
+			}
+			after := e.snapshot()
+			for tbl := range after {
+				if tbl != "audit_records" && before[tbl] != after[tbl] {
+					t.Errorf("a denied request changed table %s", tbl)
+				}
 			}
 		}
 		// The signer with an override is governed by its own policy alone.

@@ -169,12 +169,13 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	}
 	// Gate 4: the policies that govern that principal. An engine error
 	// refuses: fail closed.
-	dec, err := s.policy.Evaluate(ctx, policy.Input{AppID: c.App, PolicyIDs: p.policies(w), Request: req})
+	pin := policy.Input{AppID: c.App, WalletID: id, PolicyIDs: p.policies(w), Request: req}
+	dec, err := s.policy.Evaluate(ctx, pin)
 	if err != nil {
 		return nil, fmt.Errorf("policy evaluation for wallet %s: %w", id, err)
 	}
 	if !dec.Allowed {
-		return nil, &Error{Kind: PolicyViolation, Message: "Request denied by policy: " + dec.Reason, RuleID: dec.RuleID, RuleName: dec.RuleName}
+		return nil, s.policyDenied(ctx, c, id, req.Method, p, dec)
 	}
 	// Gate 5: a complete transaction. eth_sendTransaction always asks the
 	// chain's node (which also checks the chain id); eth_signTransaction
@@ -203,14 +204,38 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	detail := map[string]any{"method": req.Method, "principal": p.String(), "policy": dec, "key_use": "unseal wallet key, sign"}
 	// Gate 7: the record commits (with the replay digest and idempotency
 	// record) before anything leaves.
+	// The release decides again inside the committing transaction: the
+	// policy engine sees the aggregation sums as they are at that serialized
+	// step and records this request's contribution, so a stateful limit is
+	// exact however many requests race for it.
+	var finalDenial *policy.Decision
 	release := func(tx *store.Tx) (any, error) {
 		if err := unchanged(ctx, tx, id, p.quorums, state); err != nil {
 			return nil, err
 		}
+		d, err := s.policy.Commit(ctx, tx, pin)
+		if err != nil {
+			return nil, fmt.Errorf("policy commit for wallet %s: %w", id, err)
+		}
+		if !d.Allowed {
+			finalDenial = &d
+			return nil, errorf(PolicyViolation, "denied")
+		}
+		detail["policy"] = d
 		return resp, nil
 	}
+	denied := func(err error) error {
+		if finalDenial != nil {
+			return s.policyDenied(ctx, c, id, req.Method, p, *finalDenial)
+		}
+		return err
+	}
 	if req.Method != wallet.MethodSendTransaction {
-		return s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true, response: release})
+		out, err := s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true, response: release})
+		if err != nil {
+			return nil, denied(err)
+		}
+		return out, nil
 	}
 	// eth_sendTransaction: record the signature and mark the idempotency
 	// key as in progress, broadcast, then store the response under the key,
@@ -218,7 +243,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	// sends a second transaction or is told the first succeeded.
 	if _, err := s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true,
 		idempotency: idemPending, response: release}); err != nil {
-		return nil, err
+		return nil, denied(err)
 	}
 	// What the node may have received is recorded even if the caller has
 	// gone: a retry under the same idempotency key must get the stored
@@ -232,6 +257,22 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	}
 	return s.commit(sent, action{call: c, name: "wallet.broadcast", target: id, detail: map[string]any{"caip2": req.CAIP2},
 		idempotency: idemComplete, response: func(*store.Tx) (any, error) { return resp, nil }})
+}
+
+// policyDenied records a policy denial with its trace and returns the
+// refusal for the caller.
+func (s *Service) policyDenied(ctx context.Context, c Call, walletID, method string, p principal, d policy.Decision) error {
+	detail, _ := json.Marshal(map[string]any{"method": method, "principal": p.String(), "policy": d})
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
+		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: "wallet.rpc", Target: walletID, Decision: audit.DecisionDeny,
+			RequestDigest: c.RequestHash, Detail: string(detail)})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("audit of a policy denial on wallet %s: %w", walletID, err)
+	}
+	msg := "Request denied by policy: " + d.Reason
+	return &Error{Kind: PolicyViolation, Message: msg, RuleID: d.RuleID, RuleName: d.RuleName, Audited: true}
 }
 
 // chainOf is the CAIP-2 id a request is for: its caip2, or its chain id.

@@ -171,24 +171,25 @@ func typeError(err error) string {
 }
 
 // resolveOwner turns owner / owner_id into a quorum id, creating the
-// implicit one-member quorum of a single key. "" means no owner.
-func (s *Service) resolveOwner(ctx context.Context, tx *store.Tx, app string, in WalletInput) (string, error) {
+// implicit one-member quorum of a single key. "" means no owner. Wallets,
+// policies, condition sets and aggregations are owned the same way.
+func (s *Service) resolveOwner(ctx context.Context, tx *store.Tx, app string, owner *Owner, ownerID *string) (string, error) {
 	switch {
-	case in.Owner != nil && in.Owner.UserID != nil:
+	case owner != nil && owner.UserID != nil:
 		return "", errorf(Invalid, "owner.user_id: this Cachet has no users yet; user owners come with user keys.")
-	case in.Owner != nil:
-		pub, err := quorum.ParsePublicKey(*in.Owner.PublicKey)
+	case owner != nil && owner.PublicKey != nil:
+		pub, err := quorum.ParsePublicKey(*owner.PublicKey)
 		if err != nil {
 			return "", errorf(Invalid, "owner.public_key: %v", err)
 		}
 		id := newID()
 		spec := quorumSpec{keys: []string{quorum.CanonicalPublicKey(pub)}, keyNames: []*string{nil}, threshold: 1}
 		return id, writeQuorum(tx, app, id, spec, true, s.nowMS())
-	case in.OwnerID != nil:
-		if _, err := loadQuorum(ctx, txq{tx}, app, *in.OwnerID); err != nil {
+	case ownerID != nil:
+		if _, err := loadQuorum(ctx, txq{tx}, app, *ownerID); err != nil {
 			return "", errorf(Invalid, "owner_id: %s", err.Error())
 		}
-		return *in.OwnerID, nil
+		return *ownerID, nil
 	}
 	return "", nil
 }
@@ -256,7 +257,7 @@ func (s *Service) CreateWallet(ctx context.Context, c Call, in WalletInput) (jso
 			if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
 				return nil, err
 			}
-			owner, err := s.resolveOwner(ctx, tx, c.App, in)
+			owner, err := s.resolveOwner(ctx, tx, c.App, in.Owner, in.OwnerID)
 			if err != nil {
 				return nil, err
 			}
@@ -438,7 +439,7 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 				return nil, err
 			}
 			if in.OwnerSet || in.OwnerIDSet {
-				owner, err := s.resolveOwner(ctx, tx, c.App, in)
+				owner, err := s.resolveOwner(ctx, tx, c.App, in.Owner, in.OwnerID)
 				if err != nil {
 					return nil, err
 				}

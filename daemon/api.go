@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/cachet-custody/cachet/custody"
@@ -45,7 +44,7 @@ func (s *Server) call(r *http.Request) (custody.Call, []byte, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return custody.Call{}, nil, &APIError{http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("The body is larger than %d bytes.", mbe.Limit)}
+			return custody.Call{}, nil, &APIError{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("The body is larger than %d bytes.", mbe.Limit)}
 		}
 		return custody.Call{}, nil, badRequest("The body could not be read.")
 	}
@@ -101,28 +100,28 @@ func apiError(err error) error {
 	case errors.As(err, &ce):
 		switch ce.Kind {
 		case custody.Invalid:
-			return &APIError{http.StatusBadRequest, CodeInvalidData, ce.Message}
+			return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidData, Message: ce.Message}
 		case custody.Unauthorized:
-			return &APIError{http.StatusUnauthorized, CodeUnauthorized, ce.Message}
+			return &APIError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: ce.Message}
 		case custody.Forbidden:
-			return &APIError{http.StatusForbidden, CodeForbidden, ce.Message}
+			return &APIError{Status: http.StatusForbidden, Code: CodeForbidden, Message: ce.Message}
 		case custody.NotFound:
-			return &APIError{http.StatusNotFound, CodeNotFound, ce.Message}
+			return &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: ce.Message}
 		case custody.Conflict:
-			return &APIError{http.StatusConflict, CodeConflict, ce.Message}
+			return &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: ce.Message}
 		case custody.PolicyViolation:
 			msg := ce.Message
 			if ce.RuleID != "" {
 				msg = fmt.Sprintf("%s (rule %s %q)", msg, ce.RuleID, ce.RuleName)
 			}
-			return &APIError{http.StatusForbidden, CodePolicyViolation, msg}
+			return &APIError{Status: http.StatusForbidden, Code: CodePolicyViolation, Message: msg, Audited: ce.Audited}
 		case custody.Unavailable:
-			return &APIError{http.StatusServiceUnavailable, CodeUnavailable, ce.Message}
+			return &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: ce.Message}
 		}
 	case errors.As(err, &qi):
-		return &APIError{http.StatusBadRequest, CodeInvalidData, qi.Error()}
+		return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidData, Message: qi.Error()}
 	case errors.As(err, &qa):
-		return &APIError{http.StatusUnauthorized, CodeUnauthorized, qa.Error()}
+		return &APIError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: qa.Error()}
 	}
 	return err
 }
@@ -223,13 +222,9 @@ func (s *Server) getWallet(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) listWallets(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
 	q := r.URL.Query()
-	limit := 0
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 100 {
-			return badRequest("limit: an integer from 1 to 100.")
-		}
-		limit = n
+	limit, err := pageLimit(r)
+	if err != nil {
+		return err
 	}
 	page, err := s.deps.Custody.ListWallets(r.Context(), app.ID, q.Get("cursor"), limit, q.Get("chain_type"))
 	if err != nil {

@@ -187,7 +187,7 @@ func TestBodyLimit(t *testing.T) {
 		if _, err := io.ReadAll(r.Body); err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				return &APIError{http.StatusRequestEntityTooLarge, CodeTooLarge, "body too large"}
+				return &APIError{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: "body too large"}
 			}
 			return err
 		}

@@ -33,16 +33,22 @@ type APIError struct {
 	Status  int
 	Code    string
 	Message string
+	// Audited is set when the refusal is already in the audit log.
+	Audited bool
 }
 
 func (e *APIError) Error() string { return e.Code + ": " + e.Message }
 
 // Errorf-style constructors for the common cases.
-func badRequest(msg string) *APIError { return &APIError{http.StatusBadRequest, CodeInvalidData, msg} }
-func unauthorized(msg string) *APIError {
-	return &APIError{http.StatusUnauthorized, CodeUnauthorized, msg}
+func badRequest(msg string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidData, Message: msg}
 }
-func forbidden(msg string) *APIError { return &APIError{http.StatusForbidden, CodeForbidden, msg} }
+func unauthorized(msg string) *APIError {
+	return &APIError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: msg}
+}
+func forbidden(msg string) *APIError {
+	return &APIError{Status: http.StatusForbidden, Code: CodeForbidden, Message: msg}
+}
 
 type errorBody struct {
 	Error string `json:"error"`
@@ -56,9 +62,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *APIError
 	if !errors.As(err, &ae) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		ae = &APIError{http.StatusInternalServerError, CodeInternal, "Internal error; the daemon's log has the details."}
+		ae = &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal error; the daemon's log has the details."}
 	}
-	if strings.HasPrefix(r.URL.Path, "/v1/") && ae.Status < 500 && s.deps.Audit != nil {
+	if strings.HasPrefix(r.URL.Path, "/v1/") && ae.Status < 500 && !ae.Audited && s.deps.Audit != nil {
 		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message})
 		if _, aerr := s.deps.Audit.Record(r.Context(), audit.Entry{
 			Actor: actor(r.Context()), Action: "api.refused", Target: r.Method + " " + r.URL.Path,

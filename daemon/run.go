@@ -17,7 +17,6 @@ import (
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/keys"
-	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -74,7 +73,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		nodes[ch.CAIP2] = n
 	}
-	svc := custody.New(o.Store, o.Backend, policy.None{}, custody.Options{
+	svc := custody.New(o.Store, o.Backend, nil, custody.Options{
 		MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		IdempotencyTTL:   cfg.API.IdempotencyTTL.Duration,
 		Chains: func(caip2 string) (wallet.Node, bool) {

@@ -101,6 +101,7 @@ func New(d Deps) *Server {
 	s.Handle("GET /v1/status", AccessApp, s.status)
 	if d.Custody != nil {
 		s.routeWalletAPI()
+		s.routePolicyAPI()
 	}
 	return s
 }
@@ -206,10 +207,10 @@ func (s *Server) noRoute(r *http.Request) error {
 		probe := r.Clone(r.Context())
 		probe.Method, _, _ = strings.Cut(pattern, " ")
 		if _, p := s.mux.Handler(probe); p == pattern && path != "" {
-			return &APIError{http.StatusMethodNotAllowed, CodeMethod, fmt.Sprintf("%s is not allowed on %s.", r.Method, r.URL.Path)}
+			return &APIError{Status: http.StatusMethodNotAllowed, Code: CodeMethod, Message: fmt.Sprintf("%s is not allowed on %s.", r.Method, r.URL.Path)}
 		}
 	}
-	return &APIError{http.StatusNotFound, CodeNotFound, fmt.Sprintf("No route for %s %s.", r.Method, r.URL.Path)}
+	return &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: fmt.Sprintf("No route for %s %s.", r.Method, r.URL.Path)}
 }
 
 type statusRecorder struct {
