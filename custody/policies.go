@@ -37,6 +37,14 @@ type storedPolicies struct {
 	mu   sync.Mutex
 	pols map[string]compiledPolicy
 	aggs map[string]*policy.CompiledAggregation
+	sets map[string]indexedSet
+}
+
+// indexedSet is a condition set's items, indexed once per version: every
+// change of the items bumps the version.
+type indexedSet struct {
+	version int64
+	set     *policy.ConditionSet
 }
 
 type compiledPolicy struct {
@@ -45,7 +53,7 @@ type compiledPolicy struct {
 }
 
 func newStoredPolicies(s *Service) *storedPolicies {
-	return &storedPolicies{s: s, pols: map[string]compiledPolicy{}, aggs: map[string]*policy.CompiledAggregation{}}
+	return &storedPolicies{s: s, pols: map[string]compiledPolicy{}, aggs: map[string]*policy.CompiledAggregation{}, sets: map[string]indexedSet{}}
 }
 
 // Exist checks each id names a live policy of app.
@@ -80,9 +88,12 @@ func (e *storedPolicies) compiled(ctx context.Context, q querier, app, id string
 	if err != nil {
 		return nil, fmt.Errorf("compile policy %s: %w", id, err)
 	}
-	e.mu.Lock()
-	e.pols[id] = compiledPolicy{version, c}
-	e.mu.Unlock()
+	// Only committed data fills the cache (see resolvers.committed).
+	if _, committed := q.(*store.Store); committed {
+		e.mu.Lock()
+		e.pols[id] = compiledPolicy{version, c}
+		e.mu.Unlock()
+	}
 	return c, nil
 }
 
@@ -93,12 +104,40 @@ type resolvers struct {
 	e   *storedPolicies
 	q   querier
 	app string
+	// committed is true when q reads committed data (the reader pool).
+	// Only then may what it reads fill the caches: a version read inside a
+	// write transaction can be rolled back and reused for other content.
+	committed bool
 }
 
 func (r resolvers) ConditionSet(id string) (*policy.ConditionSet, error) {
-	if _, err := loadConditionSet(r.ctx, r.q, r.app, id); err != nil {
+	var version int64
+	err := r.q.QueryRowContext(r.ctx, `SELECT version FROM condition_sets WHERE id = ? AND app_id = ? AND deleted_at IS NULL`, id, r.app).Scan(&version)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("condition set %s does not exist", id)
+	}
+	if err != nil {
 		return nil, err
 	}
+	r.e.mu.Lock()
+	cached, ok := r.e.sets[id]
+	r.e.mu.Unlock()
+	if ok && cached.version == version {
+		return cached.set, nil
+	}
+	set, err := r.loadSet(id)
+	if err != nil {
+		return nil, err
+	}
+	if r.committed {
+		r.e.mu.Lock()
+		r.e.sets[id] = indexedSet{version, set}
+		r.e.mu.Unlock()
+	}
+	return set, nil
+}
+
+func (r resolvers) loadSet(id string) (*policy.ConditionSet, error) {
 	rows, err := r.q.QueryContext(r.ctx, `SELECT value FROM condition_set_items WHERE set_id = ?`, id)
 	if err != nil {
 		return nil, err
@@ -137,9 +176,11 @@ func (r resolvers) Aggregation(id string) (*policy.CompiledAggregation, error) {
 	if a, err = policy.CompileAggregation(def); err != nil {
 		return nil, err
 	}
-	r.e.mu.Lock()
-	r.e.aggs[id] = a
-	r.e.mu.Unlock()
+	if r.committed {
+		r.e.mu.Lock()
+		r.e.aggs[id] = a
+		r.e.mu.Unlock()
+	}
 	return a, nil
 }
 
@@ -167,7 +208,8 @@ func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
 }
 
 func (e *storedPolicies) env(ctx context.Context, q querier, in policy.Input) policy.Env {
-	r := resolvers{ctx: ctx, e: e, q: q, app: in.AppID}
+	_, committed := q.(*store.Store)
+	r := resolvers{ctx: ctx, e: e, q: q, app: in.AppID, committed: committed}
 	return policy.Env{Now: e.s.now(), WalletID: in.WalletID, Sets: r, Aggregates: r}
 }
 
