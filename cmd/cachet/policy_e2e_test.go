@@ -279,3 +279,58 @@ func TestAggregationLimitUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d signed (%d tokens), %d refused; want exactly 25 signed (2500 tokens) and %d refused", signed, signed*each, refused, clients-25)
 	}
 }
+
+// Policies, rules and condition sets as resources: validation names the bad
+// element, mutations need the owner, a set deleted from under a policy fails
+// it closed, and a policy in use cannot be deleted.
+func TestPolicyResources(t *testing.T) {
+	e, _ := newPolicyEnv(t)
+	owner := map[string]string{"public_key": pubOf(t, e.user)}
+	_, err := e.do("POST", "/v1/policies", map[string]any{"version": "1.0", "name": "bad", "chain_type": "ethereum",
+		"rules": []any{map[string]any{"name": "r", "method": "eth_signTransaction", "action": "ALLOW",
+			"conditions": []any{cond("ethereum_transaction", "to", "approximately", recipient.Hex())}}}})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 400 || !strings.Contains(ce.Message, "rules[0].conditions[0].operator") {
+		t.Fatalf("bad operator: %v", err)
+	}
+
+	set := e.must("POST", "/v1/condition_sets", map[string]any{"name": "payees", "owner": owner})
+	setID := set["id"].(string)
+	if _, err := e.do("POST", "/v1/condition_sets/"+setID+"/condition_set_items", []any{map[string]string{"value": strings.ToLower(recipient.Hex())}}); err == nil {
+		t.Fatal("items were added without the set owner's signature")
+	}
+	e.must("POST", "/v1/condition_sets/"+setID+"/condition_set_items", []any{map[string]string{"value": strings.ToLower(recipient.Hex())}}, e.user)
+	items := e.must("GET", "/v1/condition_sets/"+setID+"/condition_set_items", nil)
+	if len(items["items"].([]any)) != 1 {
+		t.Fatalf("items: %v", items)
+	}
+	p := e.must("POST", "/v1/policies", map[string]any{"version": "1.0", "name": "payees only", "chain_type": "ethereum", "owner": owner,
+		"rules": []any{map[string]any{"name": "known payees", "method": "eth_signTransaction", "action": "ALLOW",
+			"conditions": []any{cond("ethereum_transaction", "to", "in_condition_set", setID)}}}})
+	w := e.must("POST", "/v1/wallets", map[string]any{"chain_type": "ethereum", "owner": map[string]string{"public_key": pubOf(t, e.server)},
+		"policy_ids": []string{p["id"].(string)}})
+	wid := w["id"].(string)
+	// The set holds the lower-case address; the request uses the checksum.
+	if _, err := e.sign(wid, e.server, recipient, "0x", "0x1"); err != nil {
+		t.Fatalf("payee in the set: %v", err)
+	}
+	if _, err := e.sign(wid, e.server, otherCtr, "0x", "0x1"); err == nil || err.Code != "policy_violation" {
+		t.Fatalf("payee not in the set: %v", err)
+	}
+	// A rule read back by id, and changed only with the owner's signature.
+	rid := p["rules"].([]any)[0].(map[string]any)["id"].(string)
+	if r := e.must("GET", "/v1/policies/"+p["id"].(string)+"/rules/"+rid, nil); r["name"] != "known payees" {
+		t.Fatalf("rule: %v", r)
+	}
+	if _, err := e.do("PATCH", "/v1/policies/"+p["id"].(string), map[string]any{"name": "renamed"}); !errors.As(err, &ce) || ce.Status != 401 {
+		t.Fatalf("unsigned policy change: %v", err)
+	}
+	// Deleting the set fails the policy closed: the ALLOW can no longer hold.
+	e.must("DELETE", "/v1/condition_sets/"+setID, nil, e.user)
+	if _, err := e.sign(wid, e.server, recipient, "0x", "0x1"); err == nil || err.Code != "policy_violation" {
+		t.Fatalf("payee of a deleted set: %v", err)
+	}
+	if _, err := e.do("DELETE", "/v1/policies/"+p["id"].(string), nil, e.user); !errors.As(err, &ce) || ce.Status != 409 {
+		t.Fatalf("deleting a policy in use: %v", err)
+	}
+}
