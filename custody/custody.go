@@ -26,6 +26,7 @@ import (
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -305,15 +306,21 @@ func (s *Service) rememberDigest(tx *store.Tx, sg *Signed) error {
 	return err
 }
 
-// Purge deletes replay digests past their expiry and idempotency keys past
-// their TTL. The daemon calls it periodically.
+// Purge deletes replay digests past their expiry, idempotency keys past
+// their TTL, and aggregation contributions older than any window. The daemon
+// calls it periodically.
 func (s *Service) Purge(ctx context.Context) error {
 	now := s.nowMS()
 	return s.st.Write(ctx, func(tx *store.Tx) error {
 		if _, err := tx.Exec(`DELETE FROM replay_digests WHERE expires_at < ?`, now); err != nil {
 			return err
 		}
-		_, err := tx.Exec(`DELETE FROM idempotency_keys WHERE created_at < ?`, now-s.opts.IdempotencyTTL.Milliseconds())
+		if _, err := tx.Exec(`DELETE FROM idempotency_keys WHERE created_at < ?`, now-s.opts.IdempotencyTTL.Milliseconds()); err != nil {
+			return err
+		}
+		// No window is longer than policy.MaxWindowSeconds: older
+		// contributions can never count again.
+		_, err := tx.Exec(`DELETE FROM aggregation_events WHERE at < ?`, now-policy.MaxWindowSeconds*1000)
 		return err
 	})
 }

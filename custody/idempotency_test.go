@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/store"
 )
 
 // privyReuseMessage is Privy's message for an idempotency key reused with
@@ -362,4 +363,31 @@ func mustParse(t testing.TB, body []byte) custody.WalletInput {
 		t.Fatal(err)
 	}
 	return in
+}
+
+// Purge keeps what can still count: aggregation contributions inside the
+// longest window stay, older ones go.
+func TestPurgeAggregationEvents(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	now := e.clock.Now()
+	if err := e.st.Write(e.ctx, func(tx *store.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO aggregations(id, app_id, name, definition, created_at) VALUES ('agg', 'app', 'n', '{}', 0)`); err != nil {
+			return err
+		}
+		for _, age := range []time.Duration{time.Hour, 71 * time.Hour, 73 * time.Hour} {
+			if _, err := tx.Exec(`INSERT INTO aggregation_events(aggregation_id, wallet_id, group_key, amount, at) VALUES ('agg', 'w', '', '1', ?)`,
+				now.Add(-age).UnixMilli()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Purge(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count(`SELECT COUNT(*) FROM aggregation_events`); n != 2 {
+		t.Fatalf("%d contributions after purge, want the 2 inside 72 h", n)
+	}
 }
