@@ -52,9 +52,15 @@ func (c *Config) Check() []Problem {
 			add(fmt.Sprintf("server.allowed_uids[%d]", i), "%d is not a uid", id)
 		}
 	}
-	for i, id := range s.AllowedGIDs {
-		if id < 0 || id > 1<<32-2 {
-			add(fmt.Sprintf("server.allowed_gids[%d]", i), "%d is not a gid", id)
+	for _, l := range []struct {
+		key  string
+		kind string
+		ids  []int
+	}{{"server.allowed_gids", "gid", s.AllowedGIDs}, {"server.admin_uids", "uid", s.AdminUIDs}, {"server.admin_gids", "gid", s.AdminGIDs}} {
+		for i, id := range l.ids {
+			if id < 0 || id > 1<<32-2 {
+				add(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a %s", id, l.kind)
+			}
 		}
 	}
 	for _, d := range []struct {
@@ -146,6 +152,12 @@ func (c *Config) Check() []Problem {
 		add("audit.checkpoint_records", "must be at least 1")
 	}
 
+	if c.AuthKeys.RatePerSecond <= 0 || c.AuthKeys.RatePerSecond > 1e6 {
+		add("authorization_keys.rate_per_second", "%v is outside (0, 1000000]", c.AuthKeys.RatePerSecond)
+	}
+	if c.AuthKeys.Burst < 1 || c.AuthKeys.Burst > 1e6 {
+		add("authorization_keys.burst", "%d is outside 1..1000000", c.AuthKeys.Burst)
+	}
 	if c.API.MaxRequestExpiry.Duration > 30*24*time.Hour {
 		add("api.max_request_expiry", "%s is more than 30 days; a signed request should not stay valid that long", c.API.MaxRequestExpiry)
 	}

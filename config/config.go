@@ -29,18 +29,19 @@ import (
 type Config struct {
 	// DataDir holds the store and the TPM state file unless their own
 	// settings say otherwise.
-	DataDir string        `toml:"data_dir"`
-	Server  Server        `toml:"server"`
-	Log     Log           `toml:"log"`
-	Backend Backend       `toml:"backend"`
-	Store   Store         `toml:"store"`
-	Audit   Audit         `toml:"audit"`
-	API     API           `toml:"api"`
-	Apps    []App         `toml:"apps"`
-	Chains  []Chain       `toml:"chains"`
-	path    string        // the file this was read from, for relative paths
-	undec   []toml.Key    // keys the schema does not know
-	meta    toml.MetaData // for "was this key set"
+	DataDir  string        `toml:"data_dir"`
+	Server   Server        `toml:"server"`
+	Log      Log           `toml:"log"`
+	Backend  Backend       `toml:"backend"`
+	Store    Store         `toml:"store"`
+	Audit    Audit         `toml:"audit"`
+	API      API           `toml:"api"`
+	AuthKeys AuthKeys      `toml:"authorization_keys"`
+	Apps     []App         `toml:"apps"`
+	Chains   []Chain       `toml:"chains"`
+	path     string        // the file this was read from, for relative paths
+	undec    []toml.Key    // keys the schema does not know
+	meta     toml.MetaData // for "was this key set"
 }
 
 // Server configures the HTTP API on the Unix socket.
@@ -51,6 +52,8 @@ type Server struct {
 	PublicURL         string   `toml:"public_url"`
 	AllowedUIDs       []int    `toml:"allowed_uids"`
 	AllowedGIDs       []int    `toml:"allowed_gids"`
+	AdminUIDs         []int    `toml:"admin_uids"`
+	AdminGIDs         []int    `toml:"admin_gids"`
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
 	ReadTimeout       Duration `toml:"read_timeout"`
 	WriteTimeout      Duration `toml:"write_timeout"`
@@ -119,6 +122,14 @@ type API struct {
 	IdempotencyTTL Duration `toml:"idempotency_ttl"`
 }
 
+// AuthKeys configures the appliance's own authorization keys.
+type AuthKeys struct {
+	// RatePerSecond and Burst bound how fast one key signs (a token
+	// bucket per key).
+	RatePerSecond float64 `toml:"rate_per_second"`
+	Burst         int     `toml:"burst"`
+}
+
 // Chain is a JSON-RPC endpoint that eth_sendTransaction broadcasts through.
 type Chain struct {
 	CAIP2  string `toml:"caip2"`
@@ -160,6 +171,8 @@ func Default() Config {
 			PublicURL:         "http://localhost",
 			AllowedUIDs:       []int{},
 			AllowedGIDs:       []int{},
+			AdminUIDs:         []int{},
+			AdminGIDs:         []int{},
 			ReadHeaderTimeout: Duration{5 * time.Second},
 			ReadTimeout:       Duration{30 * time.Second},
 			WriteTimeout:      Duration{60 * time.Second},
@@ -182,11 +195,12 @@ func Default() Config {
 				Handle: DefaultTPMHandle,
 			},
 		},
-		Store:  Store{MaxBatch: 128, Readers: 4},
-		Audit:  Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
-		API:    API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour}},
-		Apps:   []App{},
-		Chains: []Chain{},
+		Store:    Store{MaxBatch: 128, Readers: 4},
+		Audit:    Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
+		API:      API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour}},
+		AuthKeys: AuthKeys{RatePerSecond: 100, Burst: 200},
+		Apps:     []App{},
+		Chains:   []Chain{},
 	}
 }
 
@@ -221,6 +235,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	c := Default()
 	// The default lists are replaced, not merged, when the file sets them.
 	c.Server.AllowedUIDs, c.Server.AllowedGIDs, c.Backend.TPM.PCRs, c.Apps, c.Chains = nil, nil, nil, nil, nil
+	c.Server.AdminUIDs, c.Server.AdminGIDs = nil, nil
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
 		var perr toml.ParseError
@@ -237,6 +252,12 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	if !md.IsDefined("server", "allowed_gids") {
 		c.Server.AllowedGIDs = d.Server.AllowedGIDs
+	}
+	if !md.IsDefined("server", "admin_uids") {
+		c.Server.AdminUIDs = d.Server.AdminUIDs
+	}
+	if !md.IsDefined("server", "admin_gids") {
+		c.Server.AdminGIDs = d.Server.AdminGIDs
 	}
 	if !md.IsDefined("backend", "tpm", "pcrs") {
 		c.Backend.TPM.PCRs = d.Backend.TPM.PCRs

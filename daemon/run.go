@@ -13,6 +13,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
@@ -82,7 +83,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		},
 		Logger: log,
 	})
-	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, Logger: log, Version: o.Version})
+	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
+		PublicBase: cfg.Server.PublicBase(), RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
+	})
+	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version})
 
 	ln, activated, cleanup, err := Listen(cfg.Server)
 	if err != nil {

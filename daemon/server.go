@@ -16,10 +16,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/keys"
@@ -44,6 +46,10 @@ const (
 	AccessPeer Access = iota
 	// AccessApp: HTTP Basic app credentials and a matching privy-app-id.
 	AccessApp
+	// AccessAdmin: AccessApp, from a peer the config names as an
+	// administrator (server.admin_uids, server.admin_gids) or the daemon's
+	// own uid.
+	AccessAdmin
 )
 
 // App is the authenticated app of a request.
@@ -70,8 +76,11 @@ type Deps struct {
 	Audit   *audit.Log
 	// Custody serves the wallet API; nil serves only health and status.
 	Custody *custody.Service
-	Logger  *slog.Logger
-	Version string
+	// AuthKeys serves the appliance's authorization keys; nil leaves them
+	// out.
+	AuthKeys *authkeys.Service
+	Logger   *slog.Logger
+	Version  string
 }
 
 // Server is the API.
@@ -103,6 +112,9 @@ func New(d Deps) *Server {
 		s.routeWalletAPI()
 		s.routePolicyAPI()
 	}
+	if d.AuthKeys != nil {
+		s.routeAuthKeys()
+	}
 	return s
 }
 
@@ -119,7 +131,11 @@ func (s *Server) Handle(pattern string, access Access, h HandlerFunc) {
 
 func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if access == AccessApp {
+		if access == AccessAdmin && !s.isAdmin(r) {
+			s.writeError(w, r, forbidden("Only administrators (server.admin_uids, server.admin_gids) may manage authorization keys."))
+			return
+		}
+		if access == AccessApp || access == AccessAdmin {
 			app, err := s.authenticateApp(r)
 			if err != nil {
 				s.writeError(w, r, err)
@@ -133,6 +149,23 @@ func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// isAdmin reports whether the peer is the daemon's own uid or an
+// administrator the config names.
+func (s *Server) isAdmin(r *http.Request) bool {
+	p, err := PeerFrom(r.Context())
+	if err != nil {
+		return false
+	}
+	pol := PeerPolicy{SelfUID: uint32(os.Getuid())}
+	for _, u := range s.deps.Config.Server.AdminUIDs {
+		pol.UIDs = append(pol.UIDs, uint32(u))
+	}
+	for _, g := range s.deps.Config.Server.AdminGIDs {
+		pol.GIDs = append(pol.GIDs, uint32(g))
+	}
+	return pol.Allows(p)
 }
 
 // authenticateApp checks Basic app_id:app_secret against the configured

@@ -36,9 +36,24 @@ func runApp(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
+const keysUsage = `usage:
+  cachet keys generate [--out FILE]                 a P-256 key pair for your own use
+  cachet keys create --body JSON                     an authorization key held by the appliance (administrators)
+  cachet keys list | get ID | delete ID
+  cachet keys sign --key ID --method M --url URL [--body JSON|@FILE] [--header name=value ...]
+                                                     sign a request with an appliance-held key; prints the signature
+(connection: --app-file FILE or $CACHET_APP_FILE)`
+
 func runKeys(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 || args[0] != "generate" {
-		return usageError{"usage: cachet keys generate [--out FILE]"}
+	if len(args) == 0 {
+		return usageError{keysUsage}
+	}
+	switch args[0] {
+	case "generate":
+	case "sign":
+		return runKeysSign(ctx, args[1:], out)
+	default:
+		return runResource("keys", authKeyCommands)(ctx, args, out)
 	}
 	fs := newFlags("keys generate")
 	outFile := fs.String("out", "", "write the private key to this file (mode 0600) instead of printing it")
@@ -171,6 +186,98 @@ var walletCommands = []resourceCommand{
 	{"archive", http.MethodPost, "/v1/wallets/%s/archive", "archive ID --auth-key FILE ..."},
 	{"rpc", http.MethodPost, "/v1/wallets/%s/rpc", "rpc ID --body JSON --auth-key FILE ..."},
 	{"raw-sign", http.MethodPost, "/v1/wallets/%s/raw_sign", "raw-sign ID --body JSON --auth-key FILE ..."},
+}
+
+var authKeyCommands = []resourceCommand{
+	{"create", http.MethodPost, "/v1/authorization_keys", "create --body '{\"display_name\":..,\"allowed_callers\":{\"uids\":[..]},\"allowed_requests\":[\"POST /v1/wallets/*/rpc\"]}'"},
+	{"list", http.MethodGet, "/v1/authorization_keys", "list"},
+	{"get", http.MethodGet, "/v1/authorization_keys/%s", "get ID"},
+	{"delete", http.MethodDelete, "/v1/authorization_keys/%s", "delete ID"},
+}
+
+// runKeysSign asks the appliance to sign a request with one of its keys and
+// prints the base64 DER signature, for privy-authorization-signature.
+func runKeysSign(ctx context.Context, args []string, out io.Writer) error {
+	a, parseArgs := newAPIFlags("keys sign")
+	key := os.Getenv("CACHET_AUTH_KEY")
+	var method, url string
+	var headers listFlag
+	rest := []string{}
+	// The sign flags are parsed first, the connection flags from what is left.
+	for i := 0; i < len(args); i++ {
+		next := func() (string, error) {
+			if i+1 >= len(args) {
+				return "", usageError{args[i] + " needs a value"}
+			}
+			i++
+			return args[i], nil
+		}
+		var err error
+		switch args[i] {
+		case "--key", "-key":
+			key, err = next()
+		case "--method", "-method":
+			method, err = next()
+		case "--url", "-url":
+			url, err = next()
+		case "--header", "-header":
+			var h string
+			if h, err = next(); err == nil {
+				headers = append(headers, h)
+			}
+		default:
+			rest = append(rest, args[i])
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := parseArgs(rest); err != nil {
+		return err
+	}
+	if key == "" || method == "" || url == "" {
+		return usageError{"--key ID, --method and --url are required"}
+	}
+	hdr := map[string]string{}
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok {
+			return usageError{fmt.Sprintf("--header %q: want name=value", h)}
+		}
+		hdr[strings.ToLower(k)] = v
+	}
+	c, err := client.FromAppFile(*a.appFile)
+	if err != nil {
+		return err
+	}
+	if _, ok := hdr["privy-app-id"]; !ok {
+		hdr["privy-app-id"] = c.AppID
+	}
+	body := json.RawMessage(`""`)
+	if b := *a.body; b != "" {
+		if strings.HasPrefix(b, "@") {
+			raw, err := os.ReadFile(b[1:])
+			if err != nil {
+				return err
+			}
+			b = string(raw)
+		}
+		if !json.Valid([]byte(b)) {
+			return usageError{"--body is not valid JSON"}
+		}
+		body = json.RawMessage(b)
+	}
+	resp, err := c.Do(ctx, client.Request{Method: http.MethodPost, Path: "/v1/authorization_keys/" + key + "/sign",
+		Body: map[string]any{"method": method, "url": url, "body": body, "headers": hdr}})
+	if err != nil {
+		return err
+	}
+	var sig struct{ Signature string }
+	if err := json.Unmarshal(resp.Body, &sig); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, sig.Signature)
+	return err
 }
 
 var quorumCommands = []resourceCommand{
