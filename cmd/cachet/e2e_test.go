@@ -28,7 +28,7 @@ import (
 
 // shortDir makes a temporary directory with a short path (Unix socket paths
 // are limited to 107 bytes) that the test removes.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "ce2e-")
 	if err != nil {
@@ -46,7 +46,7 @@ type opKey struct {
 
 // testAppliance is a configured, not yet initialized, Cachet on real hardware.
 type testAppliance struct {
-	t         *testing.T
+	t         testing.TB
 	kind      string
 	dir       string
 	cfg       string
@@ -60,7 +60,7 @@ type testAppliance struct {
 	pin       string
 }
 
-func newAppliance(t *testing.T, kind string) *testAppliance {
+func newAppliance(t testing.TB, kind string) *testAppliance {
 	t.Helper()
 	a := &testAppliance{t: t, kind: kind, dir: shortDir(t)}
 	a.socket = filepath.Join(a.dir, "cachet.sock")
@@ -105,6 +105,12 @@ func (a *testAppliance) backendSection(device string) string {
 }
 
 func (a *testAppliance) writeConfig(name, backend, server string) string {
+	return a.writeConfigWith(name, backend, server, "")
+}
+
+// writeConfigWith writes a config with extra sections appended before the
+// apps.
+func (a *testAppliance) writeConfigWith(name, backend, server, extra string) string {
 	return writeFile(a.t, filepath.Join(a.dir, name), fmt.Sprintf(`data_dir = "data"
 [server]
 socket = %q
@@ -115,10 +121,11 @@ format = "text"
 [audit]
 checkpoint_interval = "1s"
 %s
+%s
 [[apps]]
 id = %q
 secret_hash = %q
-`, a.socket, server, backend, a.appID, config.HashAppSecret(a.appSecret)), 0o600)
+`, a.socket, server, backend, extra, a.appID, config.HashAppSecret(a.appSecret)), 0o600)
 }
 
 func (a *testAppliance) init() string {

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	if sock := os.Getenv("CACHET_TEST_CLIENT_SOCKET"); sock != "" {
-		code, body, err := get(sock, "/healthz", nil)
+		code, body, err := clientRequest(sock)
 		if err != nil {
 			fmt.Println("error:", err)
 			os.Exit(1)
@@ -44,6 +44,34 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// clientRequest is the test client's one request, run as another uid: GET
+// /healthz, or CACHET_TEST_CLIENT_METHOD/PATH/BODY with the app credentials
+// in CACHET_TEST_CLIENT_APP (id:secret).
+func clientRequest(sock string) (int, []byte, error) {
+	path := os.Getenv("CACHET_TEST_CLIENT_PATH")
+	if path == "" {
+		return get(sock, "/healthz", nil)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	req, err := http.NewRequest(os.Getenv("CACHET_TEST_CLIENT_METHOD"), "http://localhost"+path, strings.NewReader(os.Getenv("CACHET_TEST_CLIENT_BODY")))
+	if err != nil {
+		return 0, nil, err
+	}
+	id, secret, _ := strings.Cut(os.Getenv("CACHET_TEST_CLIENT_APP"), ":")
+	req.SetBasicAuth(id, secret)
+	req.Header.Set("privy-app-id", id)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }
 
 // result is a finished cachet command.
@@ -75,13 +103,13 @@ func (l *logs) bytes() []byte {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	vars  []string
 	stdin string
 	all   *logs
 }
 
-func newEnv(t *testing.T, vars ...string) *env { return &env{t: t, vars: vars, all: &logs{}} }
+func newEnv(t testing.TB, vars ...string) *env { return &env{t: t, vars: vars, all: &logs{}} }
 
 func (e *env) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
@@ -231,14 +259,14 @@ func get(socket, path string, hdr map[string]string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-func mustJSON(t *testing.T, b []byte, v any) {
+func mustJSON(t testing.TB, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, b)
 	}
 }
 
-func writeFile(t *testing.T, path, body string, mode os.FileMode) string {
+func writeFile(t testing.TB, path, body string, mode os.FileMode) string {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
