@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/cachet-custody/cachet/wallet"
 )
 
@@ -88,7 +89,7 @@ func compileAggregation(a *Aggregation, refs Refs) (*CompiledAggregation, error)
 		c.add(verr("conditions", "has more than %d conditions", MaxConditions))
 	} else {
 		for i := range a.Conditions {
-			cd, err := k.condition(&a.Conditions[i], indexPath("conditions", i), method, true)
+			cd, err := k.condition(&a.Conditions[i], strictjson.IndexPath("conditions", i), method, true)
 			if err != nil {
 				c.add(err)
 				continue
@@ -100,7 +101,7 @@ func compileAggregation(a *Aggregation, refs Refs) (*CompiledAggregation, error)
 		c.add(verr("group_by", "has more than %d fields", MaxGroupBy))
 	} else {
 		for i, g := range a.GroupBy {
-			p := indexPath("group_by", i)
+			p := strictjson.IndexPath("group_by", i)
 			src := sourceNames[g.FieldSource]
 			switch {
 			case src != srcTransaction && src != srcCalldata:

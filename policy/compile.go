@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/cachet-custody/cachet/wallet"
 )
 
@@ -231,7 +232,7 @@ func compilePolicy(p *Policy, refs Refs) (*Compiled, error) {
 		if c.full() {
 			break
 		}
-		if r := k.rule(&p.Rules[i], indexPath("rules", i), &c); r != nil {
+		if r := k.rule(&p.Rules[i], strictjson.IndexPath("rules", i), &c); r != nil {
 			out.rules = append(out.rules, r)
 		}
 	}
@@ -281,7 +282,7 @@ func (k *compiler) rule(r *Rule, path string, c *collector) *rule {
 		if !methodOK {
 			method = MethodAny // report condition errors that do not depend on it
 		}
-		cd, err := k.condition(&r.Conditions[i], indexPath(cp, i), method, false)
+		cd, err := k.condition(&r.Conditions[i], strictjson.IndexPath(cp, i), method, false)
 		if err != nil {
 			c.add(err)
 			continue
@@ -356,10 +357,10 @@ func (k *compiler) condition(in *Condition, path, method string, inAggregation b
 		}
 		for i, s := range v.List {
 			if len(s) > MaxValueChars {
-				return nil, verr(indexPath(vp, i), "exceeds %d characters", MaxValueChars)
+				return nil, verr(strictjson.IndexPath(vp, i), "exceeds %d characters", MaxValueChars)
 			}
 			if err := cd.operand.add(f.kind, s); err != nil {
-				return nil, verr(indexPath(vp, i), "%s field value %s", f.kind, err.Error())
+				return nil, verr(strictjson.IndexPath(vp, i), "%s field value %s", f.kind, err.Error())
 			}
 		}
 	case v.IsList:

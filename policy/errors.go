@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/cachet-custody/cachet/internal/strictjson"
 )
 
 // ValidationError reports a policy, rule or aggregation body that Cachet
@@ -58,17 +60,15 @@ func verr(path, format string, args ...any) *ValidationError {
 	return &ValidationError{Path: path, Reason: fmt.Sprintf(format, args...)}
 }
 
+// joinPath is strictjson.JoinPath except that an empty name is its parent's
+// path: callers join optional sub-paths, and an empty key in a body is
+// reported at its object.
 func joinPath(parent, name string) string {
-	if parent == "" {
-		return name
-	}
 	if name == "" {
 		return parent
 	}
-	return parent + "." + name
+	return strictjson.JoinPath(parent, name)
 }
-
-func indexPath(parent string, i int) string { return parent + "[" + strconv.Itoa(i) + "]" }
 
 // collector gathers validation errors up to a limit.
 type collector struct {

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
-	"slices"
-	"strings"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
 
@@ -44,7 +42,7 @@ func ParsePolicy(body []byte) (*Policy, error) {
 	if p.Owner, p.OwnerID, err = o.owner(); err != nil {
 		return nil, err
 	}
-	raw := o.get("rules")
+	raw := o.Get("rules")
 	if raw == nil {
 		return nil, verr("rules", "is required")
 	}
@@ -80,23 +78,21 @@ func ParsePolicyUpdate(body []byte) (*PolicyUpdate, error) {
 		return nil, err
 	}
 	u := &PolicyUpdate{}
-	if o.get("name") != nil {
+	if o.Get("name") != nil {
 		n, err := o.requiredString("name")
 		if err != nil {
 			return nil, err
 		}
 		u.Name = &n
 	}
-	if raw := o.get("rules"); raw != nil {
+	if raw := o.Get("rules"); raw != nil {
 		rules, err := parseRules(raw, "rules")
 		if err != nil {
 			return nil, err
 		}
 		u.Rules = &rules
 	}
-	_, hasOwner := o.fields["owner"]
-	_, hasOwnerID := o.fields["owner_id"]
-	u.OwnerSet = hasOwner || hasOwnerID
+	u.OwnerSet = o.Has("owner") || o.Has("owner_id")
 	if u.Owner, u.OwnerID, err = o.owner(); err != nil {
 		return nil, err
 	}
@@ -141,7 +137,7 @@ func ParseAggregation(body []byte) (*Aggregation, error) {
 		return nil, err
 	}
 
-	mo, err := parseObject(o.get("metric"), "metric")
+	mo, err := parseObject(o.Get("metric"), "metric")
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +155,7 @@ func ParseAggregation(body []byte) (*Aggregation, error) {
 	}
 	a.Metric.ABI = mo.rawABI()
 
-	wo, err := parseObject(o.get("window"), "window")
+	wo, err := parseObject(o.Get("window"), "window")
 	if err != nil {
 		return nil, err
 	}
@@ -169,31 +165,31 @@ func ParseAggregation(body []byte) (*Aggregation, error) {
 	if a.Window.Type, err = wo.requiredString("type"); err != nil {
 		return nil, err
 	}
-	sec := wo.get("seconds")
+	sec := wo.Get("seconds")
 	if sec == nil {
-		return nil, verr(wo.field("seconds"), "is required")
+		return nil, verr(wo.Field("seconds"), "is required")
 	}
 	var n json.Number
 	if sec[0] < '0' || sec[0] > '9' || json.Unmarshal(sec, &n) != nil {
-		return nil, verr(wo.field("seconds"), "must be a positive integer")
+		return nil, verr(wo.Field("seconds"), "must be a positive integer")
 	}
 	if a.Window.Seconds, err = n.Int64(); err != nil {
-		return nil, verr(wo.field("seconds"), "must be an integer number of seconds")
+		return nil, verr(wo.Field("seconds"), "must be an integer number of seconds")
 	}
 
-	if raw := o.get("conditions"); raw != nil {
+	if raw := o.Get("conditions"); raw != nil {
 		if a.Conditions, err = parseConditions(raw, "conditions"); err != nil {
 			return nil, err
 		}
 	}
-	if raw := o.get("group_by"); raw != nil {
+	if raw := o.Get("group_by"); raw != nil {
 		items, err := parseArray(raw, "group_by")
 		if err != nil {
 			return nil, err
 		}
 		a.GroupBy = make([]GroupByField, len(items))
 		for i, it := range items {
-			p := indexPath("group_by", i)
+			p := strictjson.IndexPath("group_by", i)
 			g, err := parseObject(it, p)
 			if err != nil {
 				return nil, err
@@ -220,7 +216,7 @@ func parseRules(raw json.RawMessage, path string) ([]Rule, error) {
 	}
 	rules := make([]Rule, len(items))
 	for i, it := range items {
-		if rules[i], err = parseRule(it, indexPath(path, i)); err != nil {
+		if rules[i], err = parseRule(it, strictjson.IndexPath(path, i)); err != nil {
 			return nil, err
 		}
 	}
@@ -245,11 +241,11 @@ func parseRule(raw json.RawMessage, path string) (Rule, error) {
 	if r.Action, err = o.requiredString("action"); err != nil {
 		return r, err
 	}
-	c := o.get("conditions")
+	c := o.Get("conditions")
 	if c == nil {
-		return r, verr(o.field("conditions"), "is required (use [] for a rule that always matches)")
+		return r, verr(o.Field("conditions"), "is required (use [] for a rule that always matches)")
 	}
-	if r.Conditions, err = parseConditions(c, o.field("conditions")); err != nil {
+	if r.Conditions, err = parseConditions(c, o.Field("conditions")); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -262,7 +258,7 @@ func parseConditions(raw json.RawMessage, path string) ([]Condition, error) {
 	}
 	conds := make([]Condition, len(items))
 	for i, it := range items {
-		p := indexPath(path, i)
+		p := strictjson.IndexPath(path, i)
 		o, err := parseObject(it, p)
 		if err != nil {
 			return nil, err
@@ -280,22 +276,22 @@ func parseConditions(raw json.RawMessage, path string) ([]Condition, error) {
 		if c.Operator, err = o.requiredString("operator"); err != nil {
 			return nil, err
 		}
-		v := o.get("value")
+		v := o.Get("value")
 		if v == nil {
-			return nil, verr(o.field("value"), "is required")
+			return nil, verr(o.Field("value"), "is required")
 		}
 		s, list, isList, err := decodeValue(v)
 		if err != nil {
 			var ie *itemError
 			if errors.As(err, &ie) {
-				return nil, verr(indexPath(o.field("value"), ie.index), "%s", errValueShape.Error())
+				return nil, verr(strictjson.IndexPath(o.Field("value"), ie.index), "%s", errValueShape.Error())
 			}
-			return nil, verr(o.field("value"), "%s", errValueShape.Error())
+			return nil, verr(o.Field("value"), "%s", errValueShape.Error())
 		}
 		c.Value = Value{Scalar: s, List: list, IsList: isList}
 		c.ABI = o.rawABI()
-		if td := o.get("typed_data"); td != nil {
-			if c.TypedData, err = parseTypedDataSpec(td, o.field("typed_data")); err != nil {
+		if td := o.Get("typed_data"); td != nil {
+			if c.TypedData, err = parseTypedDataSpec(td, o.Field("typed_data")); err != nil {
 				return nil, err
 			}
 		}
@@ -315,24 +311,19 @@ func parseTypedDataSpec(raw json.RawMessage, path string) (*TypedDataSpec, error
 	if spec.PrimaryType, err = o.requiredString("primary_type"); err != nil {
 		return nil, err
 	}
-	to, err := parseObject(o.get("types"), o.field("types"))
+	to, err := parseObject(o.Get("types"), o.Field("types"))
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(to.fields))
-	for k := range to.fields {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		p := to.field(name)
-		items, err := parseArray(to.fields[name], p)
+	for _, name := range to.Keys() {
+		p := to.Field(name)
+		items, err := parseArray(to.Get(name), p)
 		if err != nil {
 			return nil, err
 		}
 		fields := make([]apitypes.Type, len(items))
 		for i, it := range items {
-			fo, err := parseObject(it, indexPath(p, i))
+			fo, err := parseObject(it, strictjson.IndexPath(p, i))
 			if err != nil {
 				return nil, err
 			}
@@ -351,72 +342,29 @@ func parseTypedDataSpec(raw json.RawMessage, path string) (*TypedDataSpec, error
 	return spec, nil
 }
 
+// strict reads policy bodies (see package strictjson). Paths join as
+// policy's own do (an empty key names its object), a key longer than
+// strictjson.MaxKeyChars stays in the paths below it, and a hint is offered
+// only where the key it names is allowed.
+var strict = &strictjson.Options{Hints: fieldHints, DropEmptyKeys: true, KeepLongKeys: true}
+
 // object is a decoded JSON object whose values stay raw until a field parser
 // takes them.
-type object struct {
-	path   string
-	fields map[string]json.RawMessage
-}
+type object struct{ *strictjson.Object }
 
-func parseObject(raw json.RawMessage, path string) (*object, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		if path == "" {
-			return nil, verr("", "the body must be a JSON object")
-		}
-		return nil, verr(path, "is required")
-	}
-	var m map[string]json.RawMessage
-	if raw[0] != '{' || json.Unmarshal(raw, &m) != nil {
-		if path == "" {
-			return nil, verr("", "the body must be a JSON object")
-		}
-		return nil, verr(path, "must be a JSON object")
-	}
-	return &object{path: path, fields: m}, nil
+// parseObject decodes raw as the JSON object at path; path "" is the body.
+func parseObject(raw json.RawMessage, path string) (object, error) {
+	o, err := strict.ParseObject(raw, path)
+	return object{o}, fromStrict(err)
 }
 
 func parseArray(raw json.RawMessage, path string) ([]json.RawMessage, error) {
-	raw = bytes.TrimSpace(raw)
-	var items []json.RawMessage
-	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
-		return nil, verr(path, "must be an array")
-	}
-	return items, nil
-}
-
-func (o *object) field(name string) string { return joinPath(o.path, name) }
-
-// get returns the raw value of name, or nil if absent or null.
-func (o *object) get(name string) json.RawMessage {
-	v := bytes.TrimSpace(o.fields[name])
-	if len(v) == 0 || bytes.Equal(v, []byte("null")) {
-		return nil
-	}
-	return v
+	items, err := strictjson.ParseArray(raw, path)
+	return items, fromStrict(err)
 }
 
 // only refuses keys outside allowed, reporting the first in sorted order.
-func (o *object) only(allowed ...string) error {
-	var unknown []string
-	for k := range o.fields {
-		if !slices.Contains(allowed, k) {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	slices.Sort(unknown)
-	k := unknown[0]
-	if len(k) > 64 {
-		return verr(o.path, "has an unknown field with a %d-character name", len(k))
-	}
-	if hint, ok := fieldHints[k]; ok && slices.Contains(allowed, hint) {
-		return verr(o.field(k), "unknown field; did you mean %q?", hint)
-	}
-	return verr(o.field(k), "unknown field")
-}
+func (o object) only(allowed ...string) error { return fromStrict(o.Only(allowed...)) }
 
 var fieldHints = map[string]string{
 	"fieldSource": "field_source",
@@ -427,22 +375,22 @@ var fieldHints = map[string]string{
 	"typedData":   "typed_data",
 }
 
-func (o *object) requiredString(name string) (string, error) {
-	raw := o.get(name)
+func (o object) requiredString(name string) (string, error) {
+	raw := o.Get(name)
 	if raw == nil {
-		return "", verr(o.field(name), "is required")
+		return "", verr(o.Field(name), "is required")
 	}
 	var s string
 	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return "", verr(o.field(name), "must be a string")
+		return "", verr(o.Field(name), "must be a string")
 	}
 	return s, nil
 }
 
 // rawABI returns the "abi" value compacted, or nil. Its shape is checked by
 // Validate.
-func (o *object) rawABI() json.RawMessage {
-	raw := o.get("abi")
+func (o object) rawABI() json.RawMessage {
+	raw := o.Get("abi")
 	if raw == nil {
 		return nil
 	}
@@ -455,11 +403,11 @@ func (o *object) rawABI() json.RawMessage {
 
 // owner reads "owner" and "owner_id": mutually exclusive; owner is
 // {"public_key"} or {"user_id"}.
-func (o *object) owner() (*Owner, *string, error) {
+func (o object) owner() (*Owner, *string, error) {
 	var owner *Owner
 	var ownerID *string
-	if raw := o.get("owner"); raw != nil {
-		oo, err := parseObject(raw, o.field("owner"))
+	if raw := o.Get("owner"); raw != nil {
+		oo, err := parseObject(raw, o.Field("owner"))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -471,7 +419,7 @@ func (o *object) owner() (*Owner, *string, error) {
 			name string
 			dst  **string
 		}{{"public_key", &owner.PublicKey}, {"user_id", &owner.UserID}} {
-			if oo.get(f.name) != nil {
+			if oo.Get(f.name) != nil {
 				s, err := oo.requiredString(f.name)
 				if err != nil {
 					return nil, nil, err
@@ -480,10 +428,10 @@ func (o *object) owner() (*Owner, *string, error) {
 			}
 		}
 		if (owner.PublicKey == nil) == (owner.UserID == nil) {
-			return nil, nil, verr(o.field("owner"), "give exactly one of public_key and user_id")
+			return nil, nil, verr(o.Field("owner"), "give exactly one of public_key and user_id")
 		}
 	}
-	if o.get("owner_id") != nil {
+	if o.Get("owner_id") != nil {
 		s, err := o.requiredString("owner_id")
 		if err != nil {
 			return nil, nil, err
@@ -491,95 +439,41 @@ func (o *object) owner() (*Owner, *string, error) {
 		ownerID = &s
 	}
 	if owner != nil && ownerID != nil {
-		return nil, nil, verr(o.field("owner_id"), "owner and owner_id are mutually exclusive")
+		return nil, nil, verr(o.Field("owner_id"), "owner and owner_id are mutually exclusive")
 	}
 	return owner, ownerID, nil
 }
 
-// checkJSON checks that body is exactly one JSON value, nested at most
-// maxJSONDepth levels, without duplicate keys in any object.
+// checkJSON checks that body is exactly one JSON object, nested at most
+// maxJSONDepth levels, without duplicate keys in any object. Invalid JSON
+// (trailing data included) is reported before anything else, and a body of
+// another type is walked before it is refused, so a duplicate key or deep
+// nesting inside it is what is reported.
 func checkJSON(body []byte) error {
 	if !json.Valid(body) {
 		return verr("", "the body is not valid JSON")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	type frame struct {
-		path   string
-		object bool
-		keys   map[string]bool
-		index  int
-		key    string
-		expect bool // object: expecting a key next
+	if err := strict.CheckValue(body, maxJSONDepth); err != nil {
+		return fromStrict(err)
 	}
-	var stack []*frame
-	valuePath := func() string {
-		if len(stack) == 0 {
-			return ""
-		}
-		f := stack[len(stack)-1]
-		if f.object {
-			return joinPath(f.path, f.key)
-		}
-		return indexPath(f.path, f.index)
-	}
-	afterValue := func() {
-		if len(stack) == 0 {
-			return
-		}
-		f := stack[len(stack)-1]
-		if f.object {
-			f.expect = true
-		} else {
-			f.index++
-		}
-	}
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return verr("", "the body is not valid JSON")
-		}
-		if len(stack) > 0 && stack[len(stack)-1].object && stack[len(stack)-1].expect {
-			f := stack[len(stack)-1]
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:len(stack)-1]
-				afterValue()
-				continue
-			}
-			k, _ := tok.(string)
-			if f.keys[k] {
-				p := joinPath(f.path, k)
-				if len(k) > 64 {
-					p = f.path
-				}
-				return verr(p, "duplicate key")
-			}
-			f.keys[k] = true
-			f.key = k
-			f.expect = false
-			continue
-		}
-		switch d := tok.(type) {
-		case json.Delim:
-			switch d {
-			case '{', '[':
-				if len(stack) >= maxJSONDepth {
-					return verr(valuePath(), "is nested more than %d levels deep", maxJSONDepth)
-				}
-				stack = append(stack, &frame{path: valuePath(), object: d == '{', keys: map[string]bool{}, expect: d == '{'})
-			case ']':
-				stack = stack[:len(stack)-1]
-				afterValue()
-			}
-		default:
-			afterValue()
-		}
-	}
-	if !strings.HasPrefix(strings.TrimSpace(string(body)), "{") {
+	if bytes.TrimSpace(body)[0] != '{' {
 		return verr("", "the body must be a JSON object")
 	}
 	return nil
+}
+
+// fromStrict converts an error from package strictjson into a
+// *ValidationError; a problem with the body as a whole is at "".
+func fromStrict(err error) error {
+	if err == nil {
+		return nil // the common case, before e (which escapes) is allocated
+	}
+	var e *strictjson.Error
+	switch {
+	case errors.As(err, &e):
+		return verr(e.Path, "%s", e.Reason)
+	case errors.Is(err, strictjson.ErrNotObject):
+		return verr("", "the body must be a JSON object")
+	}
+	return verr("", "the body is not valid JSON")
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
@@ -54,7 +55,7 @@ func compileTypedSpec(spec *TypedDataSpec) (*typedSpec, string, error) {
 		}
 		seen := map[string]bool{}
 		for i, f := range fields {
-			fp := indexPath(p, i)
+			fp := strictjson.IndexPath(p, i)
 			if f.Name == "" || len(f.Name) > 64 {
 				return nil, fp + ".name", errors.New("must be 1 to 64 characters")
 			}

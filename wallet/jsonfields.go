@@ -5,13 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"math/big"
-	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common"
 )
 
@@ -32,66 +30,34 @@ const (
 	maxQuantityChars = 100
 )
 
-// object is a decoded JSON object whose values stay raw until a field parser
-// takes them. path is the object's own JSON path, used to name fields.
-type object struct {
-	path   string
-	fields map[string]json.RawMessage
+// strict reads request bodies (see package strictjson). A hint is offered
+// wherever its key is unknown, which also points at a field sent at the
+// wrong level ("chainId" in params rather than in params.transaction).
+var strict = &strictjson.Options{Hints: fieldHints, HintAnywhere: true}
+
+// object is a JSON object of the body whose values stay raw until a field
+// parser takes them.
+type object struct{ *strictjson.Object }
+
+// parseObject decodes raw as the JSON object at path. A null or absent
+// object is an error: callers use strictjson.Present first where the object
+// is optional.
+func parseObject(raw json.RawMessage, path string) (object, error) {
+	o, err := strict.ParseObject(raw, path)
+	return object{o}, fromStrict(err)
 }
 
-// parseObject decodes raw as a JSON object. A null or absent object is an
-// error: callers use present() first where the object is optional.
-func parseObject(raw json.RawMessage, path string) (*object, error) {
-	if !present(raw) {
-		return nil, inputErr(path, "is required")
-	}
-	if raw[0] != '{' {
-		return nil, inputErr(path, "must be a JSON object")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, inputErr(path, "must be a JSON object")
-	}
-	return &object{path: path, fields: m}, nil
+// parseArray decodes raw as the JSON array at path.
+func parseArray(raw json.RawMessage, path string) ([]json.RawMessage, error) {
+	items, err := strictjson.ParseArray(raw, path)
+	return items, fromStrict(err)
 }
 
-func (o *object) field(name string) string { return joinPath(o.path, name) }
-
-// get returns the raw value of name, or nil if it is absent or JSON null:
-// clients written in JavaScript send null for "not set", and null never
-// means anything else in Privy's request schemas.
-func (o *object) get(name string) json.RawMessage {
-	v := o.fields[name]
-	if !present(v) {
-		return nil
-	}
-	return v
-}
-
-// only rejects any key not in allowed, in sorted order so the error is
-// deterministic. Inside params, an unknown key is almost always a misspelling
-// (chainId for chain_id, gas for gas_limit) and ignoring it would sign
-// something other than what the client meant.
-func (o *object) only(allowed ...string) error {
-	var unknown []string
-	for k := range o.fields {
-		if !slices.Contains(allowed, k) {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	slices.Sort(unknown)
-	k := unknown[0]
-	if len(k) > 64 {
-		return inputErr(o.path, "has an unknown field with a %d-character name", len(k))
-	}
-	if hint, ok := fieldHints[k]; ok {
-		return inputErr(o.field(k), "unknown field; did you mean %q?", hint)
-	}
-	return inputErr(o.field(k), "unknown field")
-}
+// only refuses any key not in allowed (see strictjson.Object.Only). Inside
+// params, an unknown key is almost always a misspelling (chainId for
+// chain_id, gas for gas_limit) and ignoring it would sign something other
+// than what the client meant.
+func (o object) only(allowed ...string) error { return fromStrict(o.Only(allowed...)) }
 
 // fieldHints maps common camelCase spellings to Privy's snake_case names.
 var fieldHints = map[string]string{
@@ -110,18 +76,27 @@ var fieldHints = map[string]string{
 	"input":                "data",
 }
 
-func joinPath(parent, name string) string {
-	if parent == "" {
-		return name
+// checkJSON checks the whole body before it is decoded: one JSON object,
+// nested no deeper than maxJSONDepth, with no key repeated in any object
+// (see package strictjson for why duplicates are refused).
+func checkJSON(body []byte) error { return fromStrict(strict.Check(body, maxJSONDepth)) }
+
+// fromStrict converts an error from package strictjson into an *InputError;
+// a problem with the body as a whole is at "body".
+func fromStrict(err error) error {
+	if err == nil {
+		return nil // the common case, before e (which escapes) is allocated
 	}
-	return parent + "." + name
-}
-
-func indexPath(parent string, i int) string { return parent + "[" + strconv.Itoa(i) + "]" }
-
-func present(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	return len(raw) > 0 && !bytes.Equal(raw, []byte("null"))
+	var e *strictjson.Error
+	switch {
+	case errors.As(err, &e):
+		return inputErr(e.Path, "%s", e.Reason)
+	case errors.Is(err, strictjson.ErrNotObject):
+		return inputErr("body", "must be a JSON object")
+	case errors.Is(err, strictjson.ErrTrailingData):
+		return inputErr("body", "has data after the JSON object")
+	}
+	return inputErr("body", "is not valid JSON")
 }
 
 // parseString decodes a JSON string.
@@ -301,82 +276,4 @@ func parseFixedHex(raw json.RawMessage, field string, n int) ([]byte, error) {
 		return nil, inputErr(field, "must be exactly %d bytes", n)
 	}
 	return b, nil
-}
-
-// checkJSON walks the whole body once before it is decoded: it must be one
-// JSON object, nested no deeper than maxJSONDepth, with no key repeated in
-// any object. encoding/json keeps the last of duplicate keys while other
-// parsers (and canonicalisers used to verify authorization signatures) may
-// keep the first, so a relay could append a second "to" that the signer of
-// the request never saw. Refusing duplicates removes the ambiguity.
-func checkJSON(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return inputErr("body", "is not valid JSON")
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return inputErr("body", "must be a JSON object")
-	}
-	if err := walkObject(dec, "", 1); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return inputErr("body", "has data after the JSON object")
-	}
-	return nil
-}
-
-func walkObject(dec *json.Decoder, path string, depth int) error {
-	seen := map[string]bool{}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return inputErr("body", "is not valid JSON")
-		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
-			return nil
-		}
-		key, _ := tok.(string)
-		child := joinPath(path, key)
-		if len(key) > 64 {
-			child = joinPath(path, "…")
-		}
-		if seen[key] {
-			return inputErr(child, "duplicate key")
-		}
-		seen[key] = true
-		if err := walkValue(dec, child, depth); err != nil {
-			return err
-		}
-	}
-}
-
-func walkValue(dec *json.Decoder, path string, depth int) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return inputErr("body", "is not valid JSON")
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	if depth+1 > maxJSONDepth {
-		return inputErr(path, "is nested more than %d levels deep", maxJSONDepth)
-	}
-	switch d {
-	case '{':
-		return walkObject(dec, path, depth+1)
-	case '[':
-		for i := 0; dec.More(); i++ {
-			if err := walkValue(dec, indexPath(path, i), depth+1); err != nil {
-				return err
-			}
-		}
-		if _, err := dec.Token(); err != nil {
-			return inputErr("body", "is not valid JSON")
-		}
-	}
-	return nil
 }

@@ -246,3 +246,17 @@ func TestParseAccepts(t *testing.T) {
 		})
 	}
 }
+
+// Several undeclared message keys are reported deterministically: the first
+// in sorted order.
+func TestUndeclaredKeysDeterministic(t *testing.T) {
+	body := `{"method":"eth_signTypedData_v4","params":{"typed_data":{"domain":{"name":"x"},"primary_type":"M",` +
+		`"types":{"M":[{"name":"a","type":"uint256"}]},"message":{"a":1,"q":2,"b":3,"z":4}}}}`
+	for i := 0; i < 20; i++ {
+		_, err := ParseRPC([]byte(body))
+		var ie *InputError
+		if !errors.As(err, &ie) || ie.Field != "params.typed_data.message.b" {
+			t.Fatalf("run %d: %v, want the undeclared key b", i, err)
+		}
+	}
+}

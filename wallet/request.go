@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
@@ -144,7 +145,7 @@ func ParseRPC(body []byte) (*Request, error) {
 	if err := json.Unmarshal(body, &b); err != nil {
 		return nil, inputErr("body", "must be a JSON object")
 	}
-	if !present(b.Method) {
+	if !strictjson.Present(b.Method) {
 		return nil, inputErr("method", "is required")
 	}
 	method, err := parseString(b.Method, "method")
@@ -153,7 +154,7 @@ func ParseRPC(body []byte) (*Request, error) {
 	}
 	r := &Request{Method: method}
 
-	if present(b.ChainType) {
+	if strictjson.Present(b.ChainType) {
 		ct, err := parseString(b.ChainType, "chain_type")
 		if err != nil {
 			return nil, err
@@ -162,14 +163,14 @@ func ParseRPC(body []byte) (*Request, error) {
 			return nil, inputErr("chain_type", "must be \"ethereum\"")
 		}
 	}
-	if present(b.Address) {
+	if strictjson.Present(b.Address) {
 		a, err := parseAddress(b.Address, "address")
 		if err != nil {
 			return nil, err
 		}
 		r.Address = &a
 	}
-	if present(b.ReferenceID) {
+	if strictjson.Present(b.ReferenceID) {
 		if r.ReferenceID, err = parseString(b.ReferenceID, "reference_id"); err != nil {
 			return nil, err
 		}
@@ -177,7 +178,7 @@ func ParseRPC(body []byte) (*Request, error) {
 			return nil, inputErr("reference_id", "exceeds 256 characters")
 		}
 	}
-	if present(b.Sponsor) {
+	if strictjson.Present(b.Sponsor) {
 		var sponsor bool
 		if err := json.Unmarshal(b.Sponsor, &sponsor); err != nil {
 			return nil, inputErr("sponsor", "must be a boolean")
@@ -187,7 +188,7 @@ func ParseRPC(body []byte) (*Request, error) {
 		}
 	}
 	var chainFromCAIP2 *big.Int
-	if present(b.CAIP2) {
+	if strictjson.Present(b.CAIP2) {
 		if r.CAIP2, err = parseString(b.CAIP2, "caip2"); err != nil {
 			return nil, err
 		}
@@ -208,7 +209,7 @@ func ParseRPC(body []byte) (*Request, error) {
 		if err := p.only("transaction"); err != nil {
 			return nil, err
 		}
-		if r.Tx, err = parseTransaction(p.get("transaction"), p.field("transaction")); err != nil {
+		if r.Tx, err = parseTransaction(p.Get("transaction"), p.Field("transaction")); err != nil {
 			return nil, err
 		}
 		if chainFromCAIP2 != nil {
@@ -236,7 +237,7 @@ func ParseRPC(body []byte) (*Request, error) {
 		if err := p.only("typed_data"); err != nil {
 			return nil, err
 		}
-		if r.TypedData, r.DomainTypeDerived, err = parseTypedData(p.get("typed_data"), p.field("typed_data")); err != nil {
+		if r.TypedData, r.DomainTypeDerived, err = parseTypedData(p.Get("typed_data"), p.Field("typed_data")); err != nil {
 			return nil, err
 		}
 	case MethodSecp256k1Sign:
@@ -247,7 +248,7 @@ func ParseRPC(body []byte) (*Request, error) {
 		if err := p.only("hash"); err != nil {
 			return nil, err
 		}
-		if r.Hash, err = parseHash(p.get("hash"), p.field("hash")); err != nil {
+		if r.Hash, err = parseHash(p.Get("hash"), p.Field("hash")); err != nil {
 			return nil, err
 		}
 	case MethodSign7702Authorization:
@@ -287,29 +288,29 @@ func ParseRawSign(body []byte) (*Request, error) {
 		return nil, err
 	}
 	r := &Request{Method: MethodRawSign}
-	if h := p.get("hash"); h != nil {
+	if h := p.Get("hash"); h != nil {
 		for _, k := range []string{"bytes", "encoding", "hash_function"} {
-			if p.get(k) != nil {
-				return nil, inputErr(p.field(k), "not allowed together with hash")
+			if p.Get(k) != nil {
+				return nil, inputErr(p.Field(k), "not allowed together with hash")
 			}
 		}
-		if r.Hash, err = parseHash(h, p.field("hash")); err != nil {
+		if r.Hash, err = parseHash(h, p.Field("hash")); err != nil {
 			return nil, err
 		}
 		return r, nil
 	}
-	raw := p.get("bytes")
+	raw := p.Get("bytes")
 	if raw == nil {
 		return nil, inputErr("params", "needs hash, or bytes with encoding and hash_function")
 	}
-	s, err := parseString(raw, p.field("bytes"))
+	s, err := parseString(raw, p.Field("bytes"))
 	if err != nil {
 		return nil, err
 	}
 	if len(s) > MaxRawSignBytesChars {
-		return nil, inputErr(p.field("bytes"), "exceeds %d characters", MaxRawSignBytesChars)
+		return nil, inputErr(p.Field("bytes"), "exceeds %d characters", MaxRawSignBytesChars)
 	}
-	enc, err := parseEnum(p.get("encoding"), p.field("encoding"), EncodingUTF8, EncodingHex, EncodingBase64)
+	enc, err := parseEnum(p.Get("encoding"), p.Field("encoding"), EncodingUTF8, EncodingHex, EncodingBase64)
 	if err != nil {
 		return nil, err
 	}
@@ -317,21 +318,21 @@ func ParseRawSign(body []byte) (*Request, error) {
 	case EncodingUTF8:
 		r.RawBytes = []byte(s)
 	case EncodingHex:
-		if r.RawBytes, err = decodeHex(strings.TrimPrefix(s, "0x"), p.field("bytes"), MaxRawSignBytesChars); err != nil {
+		if r.RawBytes, err = decodeHex(strings.TrimPrefix(s, "0x"), p.Field("bytes"), MaxRawSignBytesChars); err != nil {
 			return nil, err
 		}
 	case EncodingBase64:
 		if r.RawBytes, err = base64.StdEncoding.DecodeString(s); err != nil {
-			return nil, inputErr(p.field("bytes"), "is not valid standard base64")
+			return nil, inputErr(p.Field("bytes"), "is not valid standard base64")
 		}
 	}
-	hf := p.get("hash_function")
+	hf := p.Get("hash_function")
 	if hf != nil {
 		if name, _ := parseString(hf, ""); name == "blake2b256" {
-			return nil, inputErr(p.field("hash_function"), "blake2b256 is for ed25519 chains; Ethereum wallets take keccak256 or sha256")
+			return nil, inputErr(p.Field("hash_function"), "blake2b256 is for ed25519 chains; Ethereum wallets take keccak256 or sha256")
 		}
 	}
-	if r.HashFunction, err = parseEnum(hf, p.field("hash_function"), HashKeccak256, HashSHA256); err != nil {
+	if r.HashFunction, err = parseEnum(hf, p.Field("hash_function"), HashKeccak256, HashSHA256); err != nil {
 		return nil, err
 	}
 	if r.HashFunction == HashKeccak256 {
@@ -351,31 +352,31 @@ func (r *Request) parsePersonalSign(raw json.RawMessage) error {
 	if err := p.only("message", "encoding"); err != nil {
 		return err
 	}
-	msgRaw := p.get("message")
+	msgRaw := p.Get("message")
 	if msgRaw == nil {
-		return inputErr(p.field("message"), "is required")
+		return inputErr(p.Field("message"), "is required")
 	}
-	msg, err := parseString(msgRaw, p.field("message"))
+	msg, err := parseString(msgRaw, p.Field("message"))
 	if err != nil {
 		return err
 	}
 	r.MessageEncoding = EncodingUTF8
-	if enc := p.get("encoding"); enc != nil {
-		if r.MessageEncoding, err = parseEnum(enc, p.field("encoding"), EncodingUTF8, EncodingHex); err != nil {
+	if enc := p.Get("encoding"); enc != nil {
+		if r.MessageEncoding, err = parseEnum(enc, p.Field("encoding"), EncodingUTF8, EncodingHex); err != nil {
 			return err
 		}
 	}
 	if r.MessageEncoding == EncodingHex {
 		// Privy's Node SDK strips the 0x before sending hex ("encoding: hex
 		// is sufficient"); other clients keep it. Both mean the same bytes.
-		r.Message, err = decodeHex(strings.TrimPrefix(msg, "0x"), p.field("message"), MaxHexBytes)
+		r.Message, err = decodeHex(strings.TrimPrefix(msg, "0x"), p.Field("message"), MaxHexBytes)
 		return err
 	}
 	if len(msg) > MaxHexBytes {
-		return inputErr(p.field("message"), "exceeds %d bytes", MaxHexBytes)
+		return inputErr(p.Field("message"), "exceeds %d bytes", MaxHexBytes)
 	}
 	if !utf8.ValidString(msg) {
-		return inputErr(p.field("message"), "is not valid UTF-8")
+		return inputErr(p.Field("message"), "is not valid UTF-8")
 	}
 	r.Message = []byte(msg)
 	return nil
@@ -384,7 +385,7 @@ func (r *Request) parsePersonalSign(raw json.RawMessage) error {
 // parseSignatureOptions accepts Privy's {"type":"ecdsa"}, the default, and
 // refuses "erc1271" (smart-account signatures), which Cachet does not make.
 func parseSignatureOptions(raw json.RawMessage) error {
-	if !present(raw) {
+	if !strictjson.Present(raw) {
 		return nil
 	}
 	o, err := parseObject(raw, "signature_options")
@@ -394,13 +395,13 @@ func parseSignatureOptions(raw json.RawMessage) error {
 	if err := o.only("type"); err != nil {
 		return err
 	}
-	if t := o.get("type"); t != nil {
-		s, err := parseString(t, o.field("type"))
+	if t := o.Get("type"); t != nil {
+		s, err := parseString(t, o.Field("type"))
 		if err != nil {
 			return err
 		}
 		if s != "ecdsa" {
-			return inputErr(o.field("type"), "only \"ecdsa\" is supported")
+			return inputErr(o.Field("type"), "only \"ecdsa\" is supported")
 		}
 	}
 	return nil
@@ -415,34 +416,34 @@ func parseAuthorizationRequest(raw json.RawMessage) (*AuthorizationRequest, erro
 		return nil, err
 	}
 	a := &AuthorizationRequest{}
-	c := p.get("contract")
+	c := p.Get("contract")
 	if c == nil {
-		return nil, inputErr(p.field("contract"), "is required")
+		return nil, inputErr(p.Field("contract"), "is required")
 	}
-	if a.Contract, err = parseAddress(c, p.field("contract")); err != nil {
+	if a.Contract, err = parseAddress(c, p.Field("contract")); err != nil {
 		return nil, err
 	}
-	id := p.get("chain_id")
+	id := p.Get("chain_id")
 	if id == nil {
-		return nil, inputErr(p.field("chain_id"), "is required")
+		return nil, inputErr(p.Field("chain_id"), "is required")
 	}
 	// EIP-7702 defines the authorization chain id as uint256.
-	if a.ChainID, err = parseQuantity(id, p.field("chain_id"), 256); err != nil {
+	if a.ChainID, err = parseQuantity(id, p.Field("chain_id"), 256); err != nil {
 		return nil, err
 	}
-	if n := p.get("nonce"); n != nil {
-		v, err := parseUint64(n, p.field("nonce"))
+	if n := p.Get("nonce"); n != nil {
+		v, err := parseUint64(n, p.Field("nonce"))
 		if err != nil {
 			return nil, err
 		}
 		if v == ^uint64(0) {
 			// EIP-7702 requires nonce < 2^64 - 1.
-			return nil, inputErr(p.field("nonce"), "must be below 2^64-1")
+			return nil, inputErr(p.Field("nonce"), "must be below 2^64-1")
 		}
 		a.Nonce = &v
 	}
-	if e := p.get("executor"); e != nil {
-		if a.Executor, err = parseEnum(e, p.field("executor"), "self"); err != nil {
+	if e := p.Get("executor"); e != nil {
+		if a.Executor, err = parseEnum(e, p.Field("executor"), "self"); err != nil {
 			return nil, err
 		}
 	}

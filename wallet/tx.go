@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"strings"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/holiman/uint256"
@@ -68,69 +69,69 @@ func parseTransaction(raw json.RawMessage, path string) (*TxRequest, error) {
 	}
 	t := &TxRequest{Value: new(big.Int)}
 
-	if v := o.get("type"); v != nil {
-		n, err := parseQuantity(v, o.field("type"), 8)
+	if v := o.Get("type"); v != nil {
+		n, err := parseQuantity(v, o.Field("type"), 8)
 		if err != nil {
 			return nil, err
 		}
 		switch n.Uint64() {
 		case types.LegacyTxType, types.AccessListTxType, types.DynamicFeeTxType, types.SetCodeTxType:
 		case types.BlobTxType:
-			return nil, inputErr(o.field("type"), "blob transactions (type 3) are not supported")
+			return nil, inputErr(o.Field("type"), "blob transactions (type 3) are not supported")
 		default:
-			return nil, inputErr(o.field("type"), "must be 0, 1, 2 or 4")
+			return nil, inputErr(o.Field("type"), "must be 0, 1, 2 or 4")
 		}
 		t.Type, t.TypeGiven = uint8(n.Uint64()), true
 	}
-	if v := o.get("chain_id"); v != nil {
-		id, err := parseUint64(v, o.field("chain_id"))
+	if v := o.Get("chain_id"); v != nil {
+		id, err := parseUint64(v, o.Field("chain_id"))
 		if err != nil {
 			return nil, err
 		}
 		if id == 0 {
-			return nil, inputErr(o.field("chain_id"), "must be positive")
+			return nil, inputErr(o.Field("chain_id"), "must be positive")
 		}
 		t.ChainID = new(big.Int).SetUint64(id)
 	}
-	if v := o.get("from"); v != nil {
-		a, err := parseAddress(v, o.field("from"))
+	if v := o.Get("from"); v != nil {
+		a, err := parseAddress(v, o.Field("from"))
 		if err != nil {
 			return nil, err
 		}
 		t.From = &a
 	}
-	if v := o.get("to"); v != nil {
+	if v := o.Get("to"); v != nil {
 		// An empty string is how some clients spell "no recipient".
 		if s, _ := parseString(v, ""); s != "" || v[0] != '"' {
-			a, err := parseAddress(v, o.field("to"))
+			a, err := parseAddress(v, o.Field("to"))
 			if err != nil {
 				return nil, err
 			}
 			t.To = &a
 		}
 	}
-	if v := o.get("nonce"); v != nil {
-		n, err := parseUint64(v, o.field("nonce"))
+	if v := o.Get("nonce"); v != nil {
+		n, err := parseUint64(v, o.Field("nonce"))
 		if err != nil {
 			return nil, err
 		}
 		if n == ^uint64(0) {
-			return nil, inputErr(o.field("nonce"), "must be below 2^64-1") // EIP-2681
+			return nil, inputErr(o.Field("nonce"), "must be below 2^64-1") // EIP-2681
 		}
 		t.Nonce = &n
 	}
-	if v := o.get("value"); v != nil {
-		if t.Value, err = parseQuantity(v, o.field("value"), 256); err != nil {
+	if v := o.Get("value"); v != nil {
+		if t.Value, err = parseQuantity(v, o.Field("value"), 256); err != nil {
 			return nil, err
 		}
 	}
-	if v := o.get("data"); v != nil {
-		if t.Data, err = parseHexBytes(v, o.field("data"), MaxHexBytes); err != nil {
+	if v := o.Get("data"); v != nil {
+		if t.Data, err = parseHexBytes(v, o.Field("data"), MaxHexBytes); err != nil {
 			return nil, err
 		}
 	}
-	if v := o.get("gas_limit"); v != nil {
-		g, err := parseUint64(v, o.field("gas_limit"))
+	if v := o.Get("gas_limit"); v != nil {
+		g, err := parseUint64(v, o.Field("gas_limit"))
 		if err != nil {
 			return nil, err
 		}
@@ -144,21 +145,21 @@ func parseTransaction(raw json.RawMessage, path string) (*TxRequest, error) {
 		{"max_fee_per_gas", &t.MaxFeePerGas},
 		{"max_priority_fee_per_gas", &t.MaxPriorityFeePerGas},
 	} {
-		if v := o.get(f.name); v != nil {
-			if *f.dst, err = parseQuantity(v, o.field(f.name), 256); err != nil {
+		if v := o.Get(f.name); v != nil {
+			if *f.dst, err = parseQuantity(v, o.Field(f.name), 256); err != nil {
 				return nil, err
 			}
 		}
 	}
-	hasAccessList := o.get("access_list") != nil
+	hasAccessList := o.Get("access_list") != nil
 	if hasAccessList {
-		if t.AccessList, err = parseAccessList(o.get("access_list"), o.field("access_list")); err != nil {
+		if t.AccessList, err = parseAccessList(o.Get("access_list"), o.Field("access_list")); err != nil {
 			return nil, err
 		}
 	}
-	hasAuthList := o.get("authorization_list") != nil
+	hasAuthList := o.Get("authorization_list") != nil
 	if hasAuthList {
-		if t.AuthorizationList, err = parseAuthorizationList(o.get("authorization_list"), o.field("authorization_list")); err != nil {
+		if t.AuthorizationList, err = parseAuthorizationList(o.Get("authorization_list"), o.Field("authorization_list")); err != nil {
 			return nil, err
 		}
 	}
@@ -173,7 +174,7 @@ func parseTransaction(raw json.RawMessage, path string) (*TxRequest, error) {
 		case t.GasPrice != nil && !dynamic:
 			t.Type = types.LegacyTxType
 		case t.GasPrice != nil:
-			return nil, inputErr(o.field("gas_price"), "not allowed together with max_fee_per_gas or max_priority_fee_per_gas")
+			return nil, inputErr(o.Field("gas_price"), "not allowed together with max_fee_per_gas or max_priority_fee_per_gas")
 		default:
 			t.Type = types.DynamicFeeTxType
 		}
@@ -181,43 +182,43 @@ func parseTransaction(raw json.RawMessage, path string) (*TxRequest, error) {
 	switch t.Type {
 	case types.LegacyTxType, types.AccessListTxType:
 		for _, f := range []string{"max_fee_per_gas", "max_priority_fee_per_gas"} {
-			if o.get(f) != nil {
-				return nil, inputErr(o.field(f), "not allowed for type %d transactions; use gas_price", t.Type)
+			if o.Get(f) != nil {
+				return nil, inputErr(o.Field(f), "not allowed for type %d transactions; use gas_price", t.Type)
 			}
 		}
 	case types.DynamicFeeTxType, types.SetCodeTxType:
 		if t.GasPrice != nil {
-			return nil, inputErr(o.field("gas_price"), "not allowed for type %d transactions; use max_fee_per_gas and max_priority_fee_per_gas", t.Type)
+			return nil, inputErr(o.Field("gas_price"), "not allowed for type %d transactions; use max_fee_per_gas and max_priority_fee_per_gas", t.Type)
 		}
 		if t.MaxFeePerGas != nil && t.MaxPriorityFeePerGas != nil && t.MaxPriorityFeePerGas.Cmp(t.MaxFeePerGas) > 0 {
-			return nil, inputErr(o.field("max_priority_fee_per_gas"), "exceeds max_fee_per_gas")
+			return nil, inputErr(o.Field("max_priority_fee_per_gas"), "exceeds max_fee_per_gas")
 		}
 	}
 	if t.Type == types.LegacyTxType && hasAccessList {
-		return nil, inputErr(o.field("access_list"), "not allowed for type 0 transactions")
+		return nil, inputErr(o.Field("access_list"), "not allowed for type 0 transactions")
 	}
 	if t.Type != types.SetCodeTxType && hasAuthList {
-		return nil, inputErr(o.field("authorization_list"), "only allowed for type 4 transactions")
+		return nil, inputErr(o.Field("authorization_list"), "only allowed for type 4 transactions")
 	}
 	if t.Type == types.SetCodeTxType {
 		if len(t.AuthorizationList) == 0 {
-			return nil, inputErr(o.field("authorization_list"), "type 4 transactions need at least one authorization")
+			return nil, inputErr(o.Field("authorization_list"), "type 4 transactions need at least one authorization")
 		}
 		if t.To == nil {
-			return nil, inputErr(o.field("to"), "type 4 transactions cannot create contracts")
+			return nil, inputErr(o.Field("to"), "type 4 transactions cannot create contracts")
 		}
 	}
 	return t, nil
 }
 
 func parseAccessList(raw json.RawMessage, path string) (types.AccessList, error) {
-	var items []json.RawMessage
-	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
-		return nil, inputErr(path, "must be an array")
+	items, err := parseArray(raw, path)
+	if err != nil {
+		return nil, err
 	}
 	al := make(types.AccessList, 0, len(items))
 	for i, item := range items {
-		p := indexPath(path, i)
+		p := strictjson.IndexPath(path, i)
 		o, err := parseObject(item, p)
 		if err != nil {
 			return nil, err
@@ -225,21 +226,21 @@ func parseAccessList(raw json.RawMessage, path string) (types.AccessList, error)
 		if err := o.only("address", "storage_keys"); err != nil {
 			return nil, err
 		}
-		a := o.get("address")
+		a := o.Get("address")
 		if a == nil {
-			return nil, inputErr(o.field("address"), "is required")
+			return nil, inputErr(o.Field("address"), "is required")
 		}
 		tuple := types.AccessTuple{StorageKeys: []common.Hash{}}
-		if tuple.Address, err = parseAddress(a, o.field("address")); err != nil {
+		if tuple.Address, err = parseAddress(a, o.Field("address")); err != nil {
 			return nil, err
 		}
-		if sk := o.get("storage_keys"); sk != nil {
-			var keys []json.RawMessage
-			if sk[0] != '[' || json.Unmarshal(sk, &keys) != nil {
-				return nil, inputErr(o.field("storage_keys"), "must be an array")
+		if sk := o.Get("storage_keys"); sk != nil {
+			keys, err := parseArray(sk, o.Field("storage_keys"))
+			if err != nil {
+				return nil, err
 			}
 			for j, k := range keys {
-				b, err := parseFixedHex(k, indexPath(o.field("storage_keys"), j), 32)
+				b, err := parseFixedHex(k, strictjson.IndexPath(o.Field("storage_keys"), j), 32)
 				if err != nil {
 					return nil, err
 				}
@@ -255,13 +256,13 @@ func parseAccessList(raw json.RawMessage, path string) (types.AccessList, error)
 // {contract (or address), chain_id, nonce, r, s, y_parity}. Privy's schema
 // names the delegate "contract"; "address" is go-ethereum's and viem's name.
 func parseAuthorizationList(raw json.RawMessage, path string) ([]types.SetCodeAuthorization, error) {
-	var items []json.RawMessage
-	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
-		return nil, inputErr(path, "must be an array")
+	items, err := parseArray(raw, path)
+	if err != nil {
+		return nil, err
 	}
 	list := make([]types.SetCodeAuthorization, 0, len(items))
 	for i, item := range items {
-		p := indexPath(path, i)
+		p := strictjson.IndexPath(path, i)
 		o, err := parseObject(item, p)
 		if err != nil {
 			return nil, err
@@ -271,46 +272,46 @@ func parseAuthorizationList(raw json.RawMessage, path string) ([]types.SetCodeAu
 		}
 		var a types.SetCodeAuthorization
 		key := "contract"
-		if o.get("contract") == nil {
+		if o.Get("contract") == nil {
 			key = "address"
-		} else if o.get("address") != nil {
-			return nil, inputErr(o.field("address"), "not allowed together with contract")
+		} else if o.Get("address") != nil {
+			return nil, inputErr(o.Field("address"), "not allowed together with contract")
 		}
-		if o.get(key) == nil {
-			return nil, inputErr(o.field("contract"), "is required")
+		if o.Get(key) == nil {
+			return nil, inputErr(o.Field("contract"), "is required")
 		}
-		if a.Address, err = parseAddress(o.get(key), o.field(key)); err != nil {
+		if a.Address, err = parseAddress(o.Get(key), o.Field(key)); err != nil {
 			return nil, err
 		}
 		for _, f := range []string{"chain_id", "nonce", "r", "s", "y_parity"} {
-			if o.get(f) == nil {
-				return nil, inputErr(o.field(f), "is required")
+			if o.Get(f) == nil {
+				return nil, inputErr(o.Field(f), "is required")
 			}
 		}
-		id, err := parseQuantity(o.get("chain_id"), o.field("chain_id"), 256)
+		id, err := parseQuantity(o.Get("chain_id"), o.Field("chain_id"), 256)
 		if err != nil {
 			return nil, err
 		}
 		a.ChainID = *uint256.MustFromBig(id)
-		if a.Nonce, err = parseUint64(o.get("nonce"), o.field("nonce")); err != nil {
+		if a.Nonce, err = parseUint64(o.Get("nonce"), o.Field("nonce")); err != nil {
 			return nil, err
 		}
 		for _, f := range []struct {
 			name string
 			dst  *uint256.Int
 		}{{"r", &a.R}, {"s", &a.S}} {
-			n, err := parseQuantity(o.get(f.name), o.field(f.name), 256)
+			n, err := parseQuantity(o.Get(f.name), o.Field(f.name), 256)
 			if err != nil {
 				return nil, err
 			}
 			f.dst.SetFromBig(n)
 		}
-		v, err := parseQuantity(o.get("y_parity"), o.field("y_parity"), 8)
+		v, err := parseQuantity(o.Get("y_parity"), o.Field("y_parity"), 8)
 		if err != nil {
 			return nil, err
 		}
 		if v.Uint64() > 1 {
-			return nil, inputErr(o.field("y_parity"), "must be 0 or 1")
+			return nil, inputErr(o.Field("y_parity"), "must be 0 or 1")
 		}
 		a.V = uint8(v.Uint64())
 		list = append(list, a)

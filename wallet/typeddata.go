@@ -3,12 +3,14 @@ package wallet
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"math/big"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common/math"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
@@ -58,37 +60,37 @@ func parseTypedData(raw json.RawMessage, path string) (*apitypes.TypedData, bool
 	}
 	td := &apitypes.TypedData{}
 
-	pt, pc := o.get("primary_type"), o.get("primaryType")
+	pt, pc := o.Get("primary_type"), o.Get("primaryType")
 	switch {
 	case pt != nil && pc != nil:
-		a, err1 := parseString(pt, o.field("primary_type"))
-		b, err2 := parseString(pc, o.field("primaryType"))
+		a, err1 := parseString(pt, o.Field("primary_type"))
+		b, err2 := parseString(pc, o.Field("primaryType"))
 		if err1 != nil || err2 != nil || a != b {
-			return nil, false, inputErr(o.field("primaryType"), "differs from primary_type")
+			return nil, false, inputErr(o.Field("primaryType"), "differs from primary_type")
 		}
 		td.PrimaryType = a
 	case pt != nil:
-		td.PrimaryType, err = parseString(pt, o.field("primary_type"))
+		td.PrimaryType, err = parseString(pt, o.Field("primary_type"))
 	case pc != nil:
-		td.PrimaryType, err = parseString(pc, o.field("primaryType"))
+		td.PrimaryType, err = parseString(pc, o.Field("primaryType"))
 	default:
-		return nil, false, inputErr(o.field("primary_type"), "is required")
+		return nil, false, inputErr(o.Field("primary_type"), "is required")
 	}
 	if err != nil {
 		return nil, false, err
 	}
 
-	if td.Types, err = parseTypes(o.get("types"), o.field("types")); err != nil {
+	if td.Types, err = parseTypes(o.Get("types"), o.Field("types")); err != nil {
 		return nil, false, err
 	}
 	if td.PrimaryType == "EIP712Domain" {
-		return nil, false, inputErr(o.field("primary_type"), "EIP712Domain as primary type is not supported")
+		return nil, false, inputErr(o.Field("primary_type"), "EIP712Domain as primary type is not supported")
 	}
 	if _, ok := td.Types[td.PrimaryType]; !ok {
-		return nil, false, inputErr(o.field("primary_type"), "is not defined in types")
+		return nil, false, inputErr(o.Field("primary_type"), "is not defined in types")
 	}
 
-	domain, present, err := parseDomain(o.get("domain"), o.field("domain"))
+	domain, present, err := parseDomain(o.Get("domain"), o.Field("domain"))
 	if err != nil {
 		return nil, false, err
 	}
@@ -103,21 +105,21 @@ func parseTypedData(raw json.RawMessage, path string) (*apitypes.TypedData, bool
 		}
 		td.Types["EIP712Domain"] = dt
 		derived = true
-	} else if err := checkDomainType(td.Types["EIP712Domain"], present, o.field("types.EIP712Domain")); err != nil {
+	} else if err := checkDomainType(td.Types["EIP712Domain"], present, o.Field("types.EIP712Domain")); err != nil {
 		return nil, false, err
 	}
 
-	msgRaw := o.get("message")
+	msgRaw := o.Get("message")
 	if msgRaw == nil {
-		return nil, false, inputErr(o.field("message"), "is required")
+		return nil, false, inputErr(o.Field("message"), "is required")
 	}
 	dec := json.NewDecoder(bytes.NewReader(msgRaw))
 	dec.UseNumber()
 	var msg any
 	if err := dec.Decode(&msg); err != nil {
-		return nil, false, inputErr(o.field("message"), "must be a JSON object")
+		return nil, false, inputErr(o.Field("message"), "must be a JSON object")
 	}
-	m, err := checkStruct(td.Types, td.PrimaryType, msg, o.field("message"), 0)
+	m, err := checkStruct(td.Types, td.PrimaryType, msg, o.Field("message"), 0)
 	if err != nil {
 		return nil, false, err
 	}
@@ -137,25 +139,19 @@ func parseTypes(raw json.RawMessage, path string) (apitypes.Types, error) {
 		return nil, err
 	}
 	types := apitypes.Types{}
-	names := make([]string, 0, len(o.fields))
-	for k := range o.fields {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		p := o.field(name)
+	for _, name := range o.Keys() {
+		p := o.Field(name)
 		if len(name) > 64 || !typeNameRE.MatchString(name) {
 			return nil, inputErr(path, "has an invalid type name")
 		}
-		var members []json.RawMessage
-		v := o.fields[name]
-		if !present(v) || v[0] != '[' || json.Unmarshal(v, &members) != nil {
+		members, err := strictjson.ParseArray(o.Get(name), p)
+		if err != nil {
 			return nil, inputErr(p, "must be an array of {name, type}")
 		}
 		list := make([]apitypes.Type, 0, len(members))
 		seen := map[string]bool{}
 		for i, m := range members {
-			mp := indexPath(p, i)
+			mp := strictjson.IndexPath(p, i)
 			mo, err := parseObject(m, mp)
 			if err != nil {
 				return nil, err
@@ -164,17 +160,17 @@ func parseTypes(raw json.RawMessage, path string) (apitypes.Types, error) {
 				return nil, err
 			}
 			var t apitypes.Type
-			if t.Name, err = parseString(mo.get("name"), mo.field("name")); err != nil {
+			if t.Name, err = parseString(mo.Get("name"), mo.Field("name")); err != nil {
 				return nil, err
 			}
-			if t.Type, err = parseString(mo.get("type"), mo.field("type")); err != nil {
+			if t.Type, err = parseString(mo.Get("type"), mo.Field("type")); err != nil {
 				return nil, err
 			}
 			if t.Name == "" || len(t.Name) > 64 || t.Type == "" || len(t.Type) > 96 {
 				return nil, inputErr(mp, "needs a non-empty name (at most 64 characters) and type (at most 96)")
 			}
 			if seen[t.Name] {
-				return nil, inputErr(mo.field("name"), "duplicate member name")
+				return nil, inputErr(mo.Field("name"), "duplicate member name")
 			}
 			seen[t.Name] = true
 			list = append(list, t)
@@ -197,42 +193,42 @@ func parseDomain(raw json.RawMessage, path string) (apitypes.TypedDataDomain, ma
 		return d, nil, err
 	}
 	present := map[string]bool{}
-	if v := o.get("name"); v != nil {
-		if d.Name, err = parseString(v, o.field("name")); err != nil {
+	if v := o.Get("name"); v != nil {
+		if d.Name, err = parseString(v, o.Field("name")); err != nil {
 			return d, nil, err
 		}
 		present["name"] = true
 	}
-	if v := o.get("version"); v != nil {
-		if d.Version, err = parseString(v, o.field("version")); err != nil {
+	if v := o.Get("version"); v != nil {
+		if d.Version, err = parseString(v, o.Field("version")); err != nil {
 			return d, nil, err
 		}
 		present["version"] = true
 	}
-	if v := o.get("chainId"); v != nil {
+	if v := o.Get("chainId"); v != nil {
 		// EIP-712 JSON commonly carries chainId as a number, a decimal
 		// string or a hex string; all three are accepted here (unlike Privy
 		// quantities) because this is EIP-712 data, not a Privy field.
-		n, err := parseEIP712Int(v, o.field("chainId"))
+		n, err := parseEIP712Int(v, o.Field("chainId"))
 		if err != nil {
 			return d, nil, err
 		}
 		if n.Sign() < 0 || n.BitLen() > 256 {
-			return d, nil, inputErr(o.field("chainId"), "must fit uint256")
+			return d, nil, inputErr(o.Field("chainId"), "must fit uint256")
 		}
 		d.ChainId = (*math.HexOrDecimal256)(n)
 		present["chainId"] = true
 	}
-	if v := o.get("verifyingContract"); v != nil {
-		a, err := parseAddress(v, o.field("verifyingContract"))
+	if v := o.Get("verifyingContract"); v != nil {
+		a, err := parseAddress(v, o.Field("verifyingContract"))
 		if err != nil {
 			return d, nil, err
 		}
 		d.VerifyingContract = a.Hex()
 		present["verifyingContract"] = true
 	}
-	if v := o.get("salt"); v != nil {
-		b, err := parseFixedHex(v, o.field("salt"), 32)
+	if v := o.Get("salt"); v != nil {
+		b, err := parseFixedHex(v, o.Field("salt"), 32)
 		if err != nil {
 			return d, nil, err
 		}
@@ -245,10 +241,10 @@ func parseDomain(raw json.RawMessage, path string) (apitypes.TypedDataDomain, ma
 	// apitypes drops empty strings from the domain, so a declared but empty
 	// name or version could not be hashed as declared.
 	if present["name"] && d.Name == "" {
-		return d, nil, inputErr(o.field("name"), "empty domain name is not supported")
+		return d, nil, inputErr(o.Field("name"), "empty domain name is not supported")
 	}
 	if present["version"] && d.Version == "" {
-		return d, nil, inputErr(o.field("version"), "empty domain version is not supported")
+		return d, nil, inputErr(o.Field("version"), "empty domain version is not supported")
 	}
 	return d, present, nil
 }
@@ -260,10 +256,10 @@ func checkDomainType(dt []apitypes.Type, present map[string]bool, path string) e
 	for i, f := range dt {
 		j := slices.IndexFunc(domainFields, func(d apitypes.Type) bool { return d.Name == f.Name })
 		if j < 0 {
-			return inputErr(indexPath(path, i), "is not an EIP-712 domain field")
+			return inputErr(strictjson.IndexPath(path, i), "is not an EIP-712 domain field")
 		}
 		if domainFields[j].Type != f.Type {
-			return inputErr(indexPath(path, i), "domain field %s must have type %s", f.Name, domainFields[j].Type)
+			return inputErr(strictjson.IndexPath(path, i), "domain field %s must have type %s", f.Name, domainFields[j].Type)
 		}
 		declared[f.Name] = true
 	}
@@ -286,21 +282,23 @@ func checkStruct(types apitypes.Types, typ string, v any, path string, depth int
 		return nil, inputErr(path, "must be an object of type %s", truncate(typ, 64))
 	}
 	fields := types[typ]
-	for k := range m {
+	// Sorted, so that the error for several undeclared keys always names
+	// the same one.
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if !slices.ContainsFunc(fields, func(f apitypes.Type) bool { return f.Name == k }) {
 			if len(k) > 64 {
 				return nil, inputErr(path, "has a field not declared in type %s", truncate(typ, 64))
 			}
-			return nil, inputErr(joinPath(path, k), "is not declared in type %s", truncate(typ, 64))
+			return nil, inputErr(strictjson.JoinPath(path, k), "is not declared in type %s", truncate(typ, 64))
 		}
 	}
 	out := make(map[string]any, len(m))
 	for _, f := range fields {
 		fv, ok := m[f.Name]
 		if !ok {
-			return nil, inputErr(joinPath(path, f.Name), "is required by type %s", truncate(typ, 64))
+			return nil, inputErr(strictjson.JoinPath(path, f.Name), "is required by type %s", truncate(typ, 64))
 		}
-		cv, err := checkValue(types, f.Type, fv, joinPath(path, f.Name), depth+1)
+		cv, err := checkValue(types, f.Type, fv, strictjson.JoinPath(path, f.Name), depth+1)
 		if err != nil {
 			return nil, err
 		}
@@ -334,7 +332,7 @@ func checkValue(types apitypes.Types, typ string, v any, path string, depth int)
 		}
 		out := make([]any, len(arr))
 		for i, e := range arr {
-			cv, err := checkValue(types, elem, e, indexPath(path, i), depth+1)
+			cv, err := checkValue(types, elem, e, strictjson.IndexPath(path, i), depth+1)
 			if err != nil {
 				return nil, err
 			}
