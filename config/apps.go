@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/cachet-custody/cachet/jwtauth"
 )
 
 // App is a client application allowed to use the /v1 API. Its secret is
@@ -16,6 +18,33 @@ type App struct {
 	ID         string `toml:"id"`
 	Name       string `toml:"name"`
 	SecretHash string `toml:"secret_hash"`
+	// JWT configures how the app's user JWTs (from its own identity
+	// provider) are verified; nil means the app exchanges none.
+	JWT *AppJWT `toml:"jwt"`
+}
+
+// AppJWT is an app's [apps.jwt] table: where the identity provider's
+// verification keys come from and what a token must say. Package jwtauth
+// documents each setting and supplies the defaults of those left out.
+type AppJWT struct {
+	JWKSFile      string   `toml:"jwks_file"`
+	JWKSURL       string   `toml:"jwks_url"`
+	PublicKeyFile string   `toml:"public_key_file"`
+	JWKSRefresh   Duration `toml:"jwks_refresh"`
+	Algorithms    []string `toml:"algorithms"`
+	Issuer        string   `toml:"issuer"`
+	Audience      string   `toml:"audience"`
+	ClockSkew     Duration `toml:"clock_skew"`
+	UserIDClaim   string   `toml:"user_id_claim"`
+}
+
+// Settings returns the table as jwtauth takes it.
+func (j AppJWT) Settings() jwtauth.Config {
+	return jwtauth.Config{
+		JWKSFile: j.JWKSFile, JWKSURL: j.JWKSURL, PublicKeyFile: j.PublicKeyFile,
+		JWKSRefresh: j.JWKSRefresh.Duration, Algorithms: j.Algorithms,
+		Issuer: j.Issuer, Audience: j.Audience, ClockSkew: j.ClockSkew.Duration, UserIDClaim: j.UserIDClaim,
+	}
 }
 
 const secretHashPrefix = "sha256:"

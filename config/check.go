@@ -2,12 +2,15 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cachet-custody/cachet/jwtauth"
 )
 
 // Check returns every problem of the configuration, each with its key and
@@ -152,6 +155,15 @@ func (c *Config) Check() []Problem {
 		add("audit.checkpoint_records", "must be at least 1")
 	}
 
+	if d := c.API.UserKeyLifetime.Duration; d < time.Minute || d > 24*time.Hour {
+		add("api.user_key_lifetime", "%s is outside 1m..24h", d)
+	}
+	if c.API.MaxUserKeys < 1 || c.API.MaxUserKeys > 1000 {
+		add("api.max_user_keys", "%d is outside 1..1000", c.API.MaxUserKeys)
+	}
+	if d := c.API.ImportKeyLifetime.Duration; d < time.Minute || d > time.Hour {
+		add("api.import_key_lifetime", "%s is outside 1m..1h", d)
+	}
 	if c.AuthKeys.RatePerSecond <= 0 || c.AuthKeys.RatePerSecond > 1e6 {
 		add("authorization_keys.rate_per_second", "%v is outside (0, 1000000]", c.AuthKeys.RatePerSecond)
 	}
@@ -191,6 +203,23 @@ func (c *Config) Check() []Problem {
 		}
 		if a.Name != "" && len(a.Name) > 200 {
 			add(key+".name", "longer than 200 characters")
+		}
+		if a.JWT != nil {
+			ps := a.JWT.Settings().Validate()
+			for _, p := range ps {
+				add(key+".jwt."+p.Field, "%s", p.Reason)
+			}
+			// A key file that does not load is a problem now, not at the
+			// first user's login. (A jwks_url is not fetched here.)
+			if len(ps) == 0 {
+				if _, err := jwtauth.New(a.JWT.Settings(), jwtauth.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
+					field := "jwks_file"
+					if a.JWT.PublicKeyFile != "" {
+						field = "public_key_file"
+					}
+					add(key+".jwt."+field, "%v", err)
+				}
+			}
 		}
 	}
 	return ps

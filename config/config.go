@@ -120,6 +120,15 @@ type API struct {
 	// IdempotencyTTL is how long an idempotency key and its response are
 	// kept.
 	IdempotencyTTL Duration `toml:"idempotency_ttl"`
+	// UserKeyLifetime is how long a user key issued for a user's JWT
+	// approves (never past the JWT's own exp).
+	UserKeyLifetime Duration `toml:"user_key_lifetime"`
+	// MaxUserKeys is how many live user keys one user may hold; issuing
+	// another revokes the oldest.
+	MaxUserKeys int `toml:"max_user_keys"`
+	// ImportKeyLifetime is how long the one-time key of a wallet import
+	// waits for its submit.
+	ImportKeyLifetime Duration `toml:"import_key_lifetime"`
 }
 
 // AuthKeys configures the appliance's own authorization keys.
@@ -195,9 +204,10 @@ func Default() Config {
 				Handle: DefaultTPMHandle,
 			},
 		},
-		Store:    Store{MaxBatch: 128, Readers: 4},
-		Audit:    Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
-		API:      API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour}},
+		Store: Store{MaxBatch: 128, Readers: 4},
+		Audit: Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
+		API: API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour},
+			UserKeyLifetime: Duration{15 * time.Minute}, MaxUserKeys: 20, ImportKeyLifetime: Duration{10 * time.Minute}},
 		AuthKeys: AuthKeys{RatePerSecond: 100, Burst: 200},
 		Apps:     []App{},
 		Chains:   []Chain{},
@@ -319,6 +329,12 @@ func (c *Config) resolvePaths() {
 	c.Server.Socket = abs(c.Server.Socket)
 	c.Backend.PKCS11.PINFile = abs(c.Backend.PKCS11.PINFile)
 	c.Backend.TPM.AuthFile = abs(c.Backend.TPM.AuthFile)
+	for _, a := range c.Apps {
+		if a.JWT != nil {
+			a.JWT.JWKSFile = abs(a.JWT.JWKSFile)
+			a.JWT.PublicKeyFile = abs(a.JWT.PublicKeyFile)
+		}
+	}
 }
 
 // SocketFileMode is Server.SocketMode as a file mode. Check has validated it.

@@ -46,7 +46,7 @@ func schemaKeys(t reflect.Type, prefix string) []string {
 			continue
 		}
 		ft := f.Type
-		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+		if (ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer) && ft.Elem().Kind() == reflect.Struct {
 			ft = ft.Elem()
 		}
 		if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}) {
@@ -77,6 +77,9 @@ func TestCheckProblems(t *testing.T) {
 module = "` + module + `"
 pin_file = "` + pin + `"
 `
+	app := "[[apps]]\nid = \"app_1\"\nsecret_hash = \"" + HashAppSecret("s") + "\"\n"
+	jwks := writeFile(t, dir, "jwks.json", `{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}`, 0o644)
+	emptyJWKS := writeFile(t, dir, "empty-jwks.json", `{"keys":[]}`, 0o644)
 	tests := []struct {
 		name    string
 		body    string
@@ -105,6 +108,20 @@ pin_file = "` + pin + `"
 		{"tpm swtpm ok", "[backend]\nkind = \"tpm\"\n[backend.tpm]\ndevice = \"tcp:127.0.0.1:2321\"\npcrs = [16]\n", ""},
 		{"app bad hash", good + "[[apps]]\nid = \"app_1\"\nsecret_hash = \"plaintext\"\n", "apps[0].secret_hash"},
 		{"app dup id", good + "[[apps]]\nid = \"a\"\nsecret_hash = \"" + HashAppSecret("x") + "\"\n[[apps]]\nid = \"a\"\nsecret_hash = \"" + HashAppSecret("y") + "\"\n", "apps[1].id"},
+		{"app jwt ok", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\nissuer = \"https://idp/\"\naudience = \"cachet\"\n", ""},
+		{"app jwt no issuer", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\naudience = \"cachet\"\n", "apps[0].jwt.issuer"},
+		{"app jwt no audience", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\nissuer = \"https://idp/\"\n", "apps[0].jwt.audience"},
+		{"app jwt no key source", good + app + "[apps.jwt]\nissuer = \"https://idp/\"\naudience = \"cachet\"\n", "apps[0].jwt.jwks_file"},
+		{"app jwt two key sources", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\njwks_url = \"https://idp/jwks\"\nissuer = \"i\"\naudience = \"a\"\n", "apps[0].jwt.jwks_file"},
+		{"app jwt hmac", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\nissuer = \"i\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\n", "apps[0].jwt.algorithms"},
+		{"app jwt url scheme", good + app + "[apps.jwt]\njwks_url = \"ftp://idp/jwks\"\nissuer = \"i\"\naudience = \"a\"\n", "apps[0].jwt.jwks_url"},
+		{"app jwt skew", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\nissuer = \"i\"\naudience = \"a\"\nclock_skew = \"1h\"\n", "apps[0].jwt.clock_skew"},
+		{"app jwt unknown key", good + app + "[apps.jwt]\njwks_file = \"" + jwks + "\"\nissuer = \"i\"\naudience = \"a\"\nleeway = \"1s\"\n", "apps.jwt.leeway"},
+		{"app jwt empty jwks", good + app + "[apps.jwt]\njwks_file = \"" + emptyJWKS + "\"\nissuer = \"i\"\naudience = \"a\"\n", "apps[0].jwt.jwks_file"},
+		{"app jwt missing pem", good + app + "[apps.jwt]\npublic_key_file = \"" + dir + "/nope.pem\"\nissuer = \"i\"\naudience = \"a\"\n", "apps[0].jwt.public_key_file"},
+		{"user key lifetime", good + "[api]\nuser_key_lifetime = \"10s\"\n", "api.user_key_lifetime"},
+		{"max user keys", good + "[api]\nmax_user_keys = 0\n", "api.max_user_keys"},
+		{"import key lifetime", good + "[api]\nimport_key_lifetime = \"2h\"\n", "api.import_key_lifetime"},
 		{"syntax error", good + "[server\n", "(line 6)"},
 	}
 	for _, tc := range tests {

@@ -103,7 +103,21 @@ type Options struct {
 	// Chains returns the JSON-RPC node of a CAIP-2 chain, if one is
 	// configured.
 	Chains func(caip2 string) (wallet.Node, bool)
-	Logger *slog.Logger
+	// JWT returns the verifier of an app's user JWTs, if the app has one.
+	JWT func(app string) (JWTVerifier, bool)
+	// UserKeyLifetime is how long a user key issued for a JWT approves
+	// (never past the JWT's own expiry).
+	UserKeyLifetime time.Duration
+	// MaxUserKeys is how many live user keys one user may hold; issuing
+	// another revokes the oldest.
+	MaxUserKeys int
+	// ImportKeyLifetime is how long the one-time key of a wallet import
+	// waits for its submit.
+	ImportKeyLifetime time.Duration
+	// MaxPendingImports bounds the imports of one app waiting for their
+	// submit.
+	MaxPendingImports int
+	Logger            *slog.Logger
 }
 
 // Service is the wallet API's domain logic.
@@ -113,6 +127,9 @@ type Service struct {
 	policy PolicyEngine
 	opts   Options
 	now    func() time.Time
+	// imports are the one-time keys of wallet imports between init and
+	// submit.
+	imports importKeys
 }
 
 // New returns the service. keys is the raw hardware backend: the service
@@ -128,6 +145,21 @@ func New(st *store.Store, k keys.Backend, p PolicyEngine, opts Options) *Service
 	}
 	if opts.Chains == nil {
 		opts.Chains = func(string) (wallet.Node, bool) { return nil, false }
+	}
+	if opts.JWT == nil {
+		opts.JWT = func(string) (JWTVerifier, bool) { return nil, false }
+	}
+	if opts.UserKeyLifetime <= 0 {
+		opts.UserKeyLifetime = 15 * time.Minute
+	}
+	if opts.MaxUserKeys <= 0 {
+		opts.MaxUserKeys = 20
+	}
+	if opts.ImportKeyLifetime <= 0 {
+		opts.ImportKeyLifetime = 10 * time.Minute
+	}
+	if opts.MaxPendingImports <= 0 {
+		opts.MaxPendingImports = 100
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -316,6 +348,11 @@ func (s *Service) Purge(ctx context.Context) error {
 			return err
 		}
 		if _, err := tx.Exec(`DELETE FROM idempotency_keys WHERE created_at < ?`, now-s.opts.IdempotencyTTL.Milliseconds()); err != nil {
+			return err
+		}
+		// An expired or revoked user key never approves again; the audit
+		// record of its issue stays.
+		if _, err := tx.Exec(`DELETE FROM user_keys WHERE expires_at < ? OR revoked_at IS NOT NULL`, now); err != nil {
 			return err
 		}
 		// No window is longer than policy.MaxWindowSeconds: older

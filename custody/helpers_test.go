@@ -172,7 +172,7 @@ func (e *env) audits(action, decision string) int {
 }
 
 // tables are the tables a custody request may change.
-var tables = []string{"key_quorums", "key_quorum_members", "wallets", "idempotency_keys", "replay_digests", "audit_records", "meta"}
+var tables = []string{"key_quorums", "key_quorum_members", "wallets", "idempotency_keys", "replay_digests", "audit_records", "meta", "users", "user_keys"}
 
 // snapshot dumps every row of the custody tables.
 func (e *env) snapshot() map[string]string {

@@ -2,11 +2,13 @@ package custody
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"database/sql"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cachet-custody/cachet/quorum"
@@ -135,17 +137,79 @@ func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quo
 	return out, nil
 }
 
-// approvals checks the request's signatures against a quorum. A signature
-// from outside the quorum refuses the request, as Privy's servers do.
-func approved(q quorum.Quorum, sg *Signed) (bool, error) {
+// approved checks the request's signatures against a quorum: its member
+// keys and the live user keys of its member users. A signature from outside
+// the quorum refuses the request, as Privy's servers do.
+func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (bool, error) {
 	if sg == nil || len(sg.Sigs) == 0 {
 		return false, nil
 	}
-	a, err := quorum.Verify(sg.Payload, sg.Sigs, q.Candidates(), nil)
+	uk, err := s.userKeys(ctx, q, app, vq)
 	if err != nil {
 		return false, err
 	}
-	return q.Satisfied(a), nil
+	a, err := quorum.Verify(sg.Payload, sg.Sigs, vq.Candidates(), uk)
+	if errors.Is(err, quorum.ErrUnknownSigner) {
+		if stale, serr := s.staleUserKey(ctx, q, app, vq, sg); serr != nil {
+			return false, serr
+		} else if stale != nil {
+			return false, stale
+		}
+	}
+	if err != nil {
+		return false, err
+	}
+	return vq.Satisfied(a), nil
+}
+
+// staleUserKey explains a refusal better than "unknown signer" when a
+// signature comes from a member user's key that has expired or was revoked:
+// the SDK caches a user key until its expiry, and a client clock running
+// behind makes it send one a moment too late. It costs verifications only
+// on the refusal path.
+func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (*Error, error) {
+	users := append([]string(nil), vq.UserIDs...)
+	for _, c := range vq.Children {
+		users = append(users, c.UserIDs...)
+	}
+	if len(users) == 0 {
+		return nil, nil
+	}
+	args := []any{app, s.nowMS()}
+	marks := make([]string, len(users))
+	for i, u := range users {
+		marks[i], args = "?", append(args, u)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT public_key, user_id, expires_at, revoked_at IS NOT NULL FROM user_keys
+		WHERE app_id = ? AND (expires_at <= ? OR revoked_at IS NOT NULL) AND user_id IN (`+strings.Join(marks, ",")+`)
+		ORDER BY created_at DESC LIMIT 100`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read stale user keys: %w", err)
+	}
+	defer rows.Close()
+	digest := quorum.Digest(sg.Payload)
+	for rows.Next() {
+		var pk, uid string
+		var exp int64
+		var revoked bool
+		if err := rows.Scan(&pk, &uid, &exp, &revoked); err != nil {
+			return nil, err
+		}
+		pub, err := quorum.ParsePublicKey(pk)
+		if err != nil {
+			continue
+		}
+		for _, sig := range sg.Sigs {
+			if ecdsa.VerifyASN1(pub, digest[:], sig) {
+				if revoked {
+					return errorf(Unauthorized, "The request is signed with a revoked user key of user %s (the user was deleted or holds newer keys); exchange the user's JWT for a new key.", uid), nil
+				}
+				return errorf(Unauthorized, "The request is signed with a user key of user %s that expired at %s; exchange the user's JWT for a new key.",
+					uid, time.UnixMilli(exp).UTC().Format(time.RFC3339)), nil
+			}
+		}
+	}
+	return nil, rows.Err()
 }
 
 // authorizeOwner checks that a request on a resource owned by ownerID
@@ -167,9 +231,16 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 		return errorf(Unauthorized, "%s has an owner: the request needs privy-authorization-signature from its owner (key quorum %s, %d of %d).",
 			capitalize(what), ownerID, vq.Threshold, memberCount(vq))
 	}
-	ok, err := approved(vq, sg)
-	if err != nil {
+	ok, err := s.approved(ctx, q, app, vq, sg)
+	var ce *Error
+	var ae *quorum.AuthError
+	switch {
+	case errors.As(err, &ce):
+		return ce
+	case errors.As(err, &ae):
 		return errorf(Unauthorized, "Invalid authorization signature: %v.", err)
+	case err != nil:
+		return err // the store, not the request
 	}
 	if !ok {
 		return errorf(Unauthorized, "The authorization signatures do not meet the threshold of the owner of %s (key quorum %s needs %d).", what, ownerID, vq.Threshold)
@@ -226,9 +297,21 @@ func (s *Service) validateQuorum(ctx context.Context, q querier, app, selfID str
 		}
 	}
 	if in.UserIDs != nil {
-		spec.users = *in.UserIDs
-		if len(spec.users) > 0 {
-			return spec, errorf(Invalid, "user_ids: this Cachet has no users yet; user members come with user keys.")
+		spec.users = nil
+		if len(*in.UserIDs) > maxQuorumKeys {
+			return spec, errorf(Invalid, "user_ids: at most %d users.", maxQuorumKeys)
+		}
+		seen := map[string]bool{}
+		for i, uid := range *in.UserIDs {
+			field := fmt.Sprintf("user_ids[%d]", i)
+			if seen[uid] {
+				return spec, errorf(Invalid, "%s: %q is listed twice.", field, truncate(uid, 64))
+			}
+			seen[uid] = true
+			if err := userValid(ctx, q, app, field, uid); err != nil {
+				return spec, err
+			}
+			spec.users = append(spec.users, uid)
 		}
 	}
 	if in.KeyQuorumIDs != nil {
@@ -407,7 +490,7 @@ func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, 
 			if err := s.authorizeOwner(ctx, txq{tx}, c.App, id, c.Signed, "key quorum "+id); err != nil {
 				return nil, err
 			}
-			if users, err := s.quorumUsers(ctx, txq{tx}, id); err != nil {
+			if users, err := s.quorumReferrers(ctx, txq{tx}, id); err != nil {
 				return nil, err
 			} else if len(users) > 0 {
 				return nil, errorf(Conflict, "Key quorum %s is still used by %s; change those first.", id, strings.Join(users, ", "))
@@ -420,9 +503,10 @@ func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, 
 	})
 }
 
-// quorumUsers lists what refers to a quorum: wallets owning or signing with
-// it, and parent quorums.
-func (s *Service) quorumUsers(ctx context.Context, q querier, id string) ([]string, error) {
+// quorumReferrers lists what refers to a quorum: live wallets owning or
+// signing with it, live policies, condition sets and aggregations it owns,
+// and parent quorums.
+func (s *Service) quorumReferrers(ctx context.Context, q querier, id string) ([]string, error) {
 	var out []string
 	rows, err := q.QueryContext(ctx, `SELECT id FROM wallets WHERE archived_at IS NULL AND (owner_id = ? OR EXISTS
 		(SELECT 1 FROM json_each(additional_signers) WHERE json_extract(value, '$.signer_id') = ?))`, id, id)
@@ -439,6 +523,25 @@ func (s *Service) quorumUsers(ctx context.Context, q querier, id string) ([]stri
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, err
+	}
+	for _, owned := range []struct{ table, name string }{
+		{"policies", "policy"}, {"condition_sets", "condition set"}, {"aggregations", "aggregation"},
+	} {
+		rows, err := q.QueryContext(ctx, `SELECT id FROM `+owned.table+` WHERE owner_id = ? AND deleted_at IS NULL`, id)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var r string
+			if err := rows.Scan(&r); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, owned.name+" "+r)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, err
+		}
 	}
 	rows, err = q.QueryContext(ctx, `SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
 		WHERE m.child_id = ? AND k.deleted_at IS NULL`, id)

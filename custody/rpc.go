@@ -72,7 +72,7 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 		if err != nil {
 			return false, err
 		}
-		ok, err := approved(vq, sg)
+		ok, err := s.approved(ctx, q, app, vq, sg)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
@@ -95,6 +95,10 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 		}
 	}
 	var ae *quorum.AuthError
+	var ce *Error
+	if errors.As(firstErr, &ce) {
+		return principal{}, ce
+	}
 	if errors.As(firstErr, &ae) {
 		return principal{}, errorf(Unauthorized, "Invalid authorization signature: %s.", ae.Reason)
 	}
@@ -175,7 +179,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		return nil, fmt.Errorf("policy evaluation for wallet %s: %w", id, err)
 	}
 	if !dec.Allowed {
-		return nil, s.policyDenied(ctx, c, id, req.Method, p, dec)
+		return nil, s.policyDenied(ctx, c, "wallet.rpc", id, req.Method, p, dec)
 	}
 	// Gate 5: a complete transaction. eth_sendTransaction always asks the
 	// chain's node (which also checks the chain id); eth_signTransaction
@@ -226,7 +230,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	}
 	denied := func(err error) error {
 		if finalDenial != nil {
-			return s.policyDenied(ctx, c, id, req.Method, p, *finalDenial)
+			return s.policyDenied(ctx, c, "wallet.rpc", id, req.Method, p, *finalDenial)
 		}
 		return err
 	}
@@ -261,10 +265,10 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 
 // policyDenied records a policy denial with its trace and returns the
 // refusal for the caller.
-func (s *Service) policyDenied(ctx context.Context, c Call, walletID, method string, p principal, d policy.Decision) error {
+func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID, method string, p principal, d policy.Decision) error {
 	detail, _ := json.Marshal(map[string]any{"method": method, "principal": p.String(), "policy": d})
 	err := s.st.Write(ctx, func(tx *store.Tx) error {
-		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: "wallet.rpc", Target: walletID, Decision: audit.DecisionDeny,
+		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: actionName, Target: walletID, Decision: audit.DecisionDeny,
 			RequestDigest: c.RequestHash, Detail: string(detail)})
 		return err
 	})

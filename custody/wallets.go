@@ -1,6 +1,7 @@
 package custody
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"unicode/utf8"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/cachet-custody/cachet/keys"
@@ -67,18 +69,40 @@ var externalIDRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 // ParseWalletInput decodes a wallet body strictly: unknown fields and wrong
 // types are refused with the field's name.
 func ParseWalletInput(body []byte, create bool) (WalletInput, error) {
-	var in WalletInput
-	var raw map[string]json.RawMessage
-	if len(body) == 0 {
+	raw, err := rawObject(body)
+	if err != nil {
+		return WalletInput{}, err
+	}
+	in, err := parseWalletFields(raw, create, create)
+	if err == nil && create && in.ChainType != "ethereum" {
+		return in, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", truncate(in.ChainType, 32))
+	}
+	return in, err
+}
+
+// rawObject decodes a body as one JSON object with no repeated key, its
+// values left raw.
+func rawObject(body []byte) (map[string]json.RawMessage, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
+	if err := checkBody(body); err != nil {
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return in, errorf(Invalid, "The body is not a JSON object.")
+		return nil, errorf(Invalid, "The body is not a JSON object.")
 	}
+	return raw, nil
+}
+
+// parseWalletFields reads the wallet fields of a body: those PATCH may
+// change, plus external_id on creation (create) and chain_type where the
+// body carries it (chain).
+func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (WalletInput, error) {
+	var in WalletInput
 	allowed := map[string]bool{"owner": true, "owner_id": true, "policy_ids": true, "additional_signers": true, "display_name": true}
-	if create {
-		allowed["chain_type"], allowed["external_id"] = true, true
-	}
+	allowed["external_id"], allowed["chain_type"] = create, chain
 	for k, v := range raw {
 		if !allowed[k] {
 			return in, errorf(Invalid, "%s: unknown field.", k)
@@ -122,9 +146,6 @@ func ParseWalletInput(body []byte, create bool) (WalletInput, error) {
 		if err != nil {
 			return in, errorf(Invalid, "%s: %s", k, typeError(err))
 		}
-	}
-	if create && in.ChainType != "ethereum" {
-		return in, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", in.ChainType)
 	}
 	if in.OwnerSet && in.OwnerIDSet && (in.Owner != nil || in.OwnerID != nil) {
 		return in, errorf(Invalid, "owner and owner_id are mutually exclusive.")
@@ -176,7 +197,12 @@ func typeError(err error) string {
 func (s *Service) resolveOwner(ctx context.Context, tx *store.Tx, app string, owner *Owner, ownerID *string) (string, error) {
 	switch {
 	case owner != nil && owner.UserID != nil:
-		return "", errorf(Invalid, "owner.user_id: this Cachet has no users yet; user owners come with user keys.")
+		if err := userValid(ctx, txq{tx}, app, "owner.user_id", *owner.UserID); err != nil {
+			return "", err
+		}
+		id := newID()
+		spec := quorumSpec{users: []string{*owner.UserID}, threshold: 1}
+		return id, writeQuorum(tx, app, id, spec, true, s.nowMS())
 	case owner != nil && owner.PublicKey != nil:
 		pub, err := quorum.ParsePublicKey(*owner.PublicKey)
 		if err != nil {
@@ -223,7 +249,6 @@ func (s *Service) CreateWallet(ctx context.Context, c Call, in WalletInput) (jso
 	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
 		return out, err
 	}
-	id := newID()
 	entropy, err := wallet.NewEntropy()
 	if err != nil {
 		return nil, err
@@ -234,55 +259,88 @@ func (s *Service) CreateWallet(ctx context.Context, c Call, in WalletInput) (jso
 		return nil, err
 	}
 	defer keys.Zero(priv)
-	pub, err := compressedPublicKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	sealedEntropy, err := s.keys.Seal(ctx, keys.PurposeWallet, entropy, aadFor(id, "entropy"))
-	if err != nil {
-		return nil, fmt.Errorf("seal wallet %s: %w", id, err)
-	}
-	sealedKey, err := s.keys.Seal(ctx, keys.PurposeWallet, priv, aadFor(id, "key"))
-	if err != nil {
-		return nil, fmt.Errorf("seal wallet %s: %w", id, err)
-	}
-	gen, err := keys.BlobGeneration(sealedKey)
+	nw, err := s.sealWallet(ctx, newID(), entropy, priv, addr)
 	if err != nil {
 		return nil, err
 	}
 	return s.commit(ctx, action{
-		call: c, name: "wallet.create", target: id,
+		call: c, name: "wallet.create", target: nw.id,
 		detail: map[string]any{"address": addr.Hex(), "key_uses": []string{"seal wallet entropy", "seal wallet key"}},
 		response: func(tx *store.Tx) (any, error) {
-			if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
-				return nil, err
-			}
-			owner, err := s.resolveOwner(ctx, tx, c.App, in.Owner, in.OwnerID)
-			if err != nil {
-				return nil, err
-			}
-			policies, signers := []string{}, []Signer{}
-			if in.PolicyIDs != nil {
-				policies = *in.PolicyIDs
-			}
-			if in.AdditionalSigners != nil {
-				signers = *in.AdditionalSigners
-			}
-			pj, _ := json.Marshal(policies)
-			sj, _ := json.Marshal(signers)
-			_, err = tx.Exec(`INSERT INTO wallets(id, app_id, chain_type, address, public_key, owner_id, policy_ids, additional_signers,
-				display_name, external_id, sealed_entropy, sealed_key, key_generation, created_at) VALUES (?, ?, 'ethereum', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				id, c.App, addr.Hex(), pub, nullable(owner), string(pj), string(sj), in.DisplayName, in.ExternalID,
-				sealedEntropy, sealedKey, gen, s.nowMS())
-			if store.IsConstraint(err) && in.ExternalID != nil {
-				return nil, errorf(Conflict, "A wallet with external_id %q already exists.", *in.ExternalID)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("insert wallet: %w", err)
-			}
-			return loadWallet(ctx, txq{tx}, c.App, id)
+			return s.insertWallet(ctx, tx, c, in, nw)
 		},
 	})
+}
+
+// sealedWallet is a new wallet's key material, sealed and ready to store.
+type sealedWallet struct {
+	id, address, publicKey string
+	sealedEntropy          []byte // empty for an imported private key
+	sealedKey              []byte
+	generation             uint32
+	entropyType            string
+	hdIndex                uint32
+	imported               bool
+}
+
+// sealWallet seals a new wallet's entropy (nil for a private key without
+// one) and key through the hardware, each under its own AAD.
+func (s *Service) sealWallet(ctx context.Context, id string, entropy, priv []byte, addr common.Address) (sealedWallet, error) {
+	nw := sealedWallet{id: id, address: addr.Hex(), sealedEntropy: []byte{}, entropyType: "hd"}
+	var err error
+	if nw.publicKey, err = compressedPublicKey(priv); err != nil {
+		return nw, err
+	}
+	if entropy == nil {
+		nw.entropyType = "private-key"
+	} else if nw.sealedEntropy, err = s.keys.Seal(ctx, keys.PurposeWallet, entropy, aadFor(id, "entropy")); err != nil {
+		return nw, fmt.Errorf("seal wallet %s: %w", id, err)
+	}
+	if nw.sealedKey, err = s.keys.Seal(ctx, keys.PurposeWallet, priv, aadFor(id, "key")); err != nil {
+		return nw, fmt.Errorf("seal wallet %s: %w", id, err)
+	}
+	if nw.generation, err = keys.BlobGeneration(nw.sealedKey); err != nil {
+		return nw, err
+	}
+	return nw, nil
+}
+
+// insertWallet stores a sealed wallet with the owner, policies and signers
+// of its input, inside the creating transaction.
+func (s *Service) insertWallet(ctx context.Context, tx *store.Tx, c Call, in WalletInput, nw sealedWallet) (Wallet, error) {
+	if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
+		return Wallet{}, err
+	}
+	owner, err := s.resolveOwner(ctx, tx, c.App, in.Owner, in.OwnerID)
+	if err != nil {
+		return Wallet{}, err
+	}
+	policies, signers := []string{}, []Signer{}
+	if in.PolicyIDs != nil {
+		policies = *in.PolicyIDs
+	}
+	if in.AdditionalSigners != nil {
+		signers = *in.AdditionalSigners
+	}
+	pj, _ := json.Marshal(policies)
+	sj, _ := json.Marshal(signers)
+	now := s.nowMS()
+	var imported any
+	if nw.imported {
+		imported = now
+	}
+	_, err = tx.Exec(`INSERT INTO wallets(id, app_id, chain_type, address, public_key, owner_id, policy_ids, additional_signers,
+		display_name, external_id, sealed_entropy, sealed_key, key_generation, created_at, imported_at, entropy_type, hd_index)
+		VALUES (?, ?, 'ethereum', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		nw.id, c.App, nw.address, nw.publicKey, nullable(owner), string(pj), string(sj), in.DisplayName, in.ExternalID,
+		nw.sealedEntropy, nw.sealedKey, nw.generation, now, imported, nw.entropyType, nw.hdIndex)
+	if store.IsConstraint(err) && in.ExternalID != nil {
+		return Wallet{}, errorf(Conflict, "A wallet with external_id %q already exists.", *in.ExternalID)
+	}
+	if err != nil {
+		return Wallet{}, fmt.Errorf("insert wallet: %w", err)
+	}
+	return loadWallet(ctx, txq{tx}, c.App, nw.id)
 }
 
 func nullable(s string) any {
@@ -304,11 +362,13 @@ func compressedPublicKey(priv []byte) (string, error) {
 type storedWallet struct {
 	Wallet
 	sealedKey     []byte
-	sealedEntropy []byte
+	sealedEntropy []byte // empty for a wallet imported from a private key
+	entropyType   string // "hd" or "private-key"
+	hdIndex       uint32 // m/44'/60'/0'/0/hdIndex
 }
 
 const walletColumns = `id, address, chain_type, public_key, owner_id, policy_ids, additional_signers, display_name, external_id,
-	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy`
+	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index`
 
 func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var w storedWallet
@@ -316,7 +376,7 @@ func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var archived, exported, imported sql.NullInt64
 	var pj, sj string
 	if err := row.Scan(&w.ID, &w.Address, &w.ChainType, &w.PublicKey, &owner, &pj, &sj, &name, &ext,
-		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy); err != nil {
+		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex); err != nil {
 		return nil, err
 	}
 	if owner.Valid {

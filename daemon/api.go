@@ -34,6 +34,15 @@ func (s *Server) routeWalletAPI() {
 	s.Handle("POST /v1/wallets/{id}/archive", AccessApp, s.change(s.archiveWallet))
 	s.Handle("POST /v1/wallets/{id}/rpc", AccessApp, s.change(s.rpc))
 	s.Handle("POST /v1/wallets/{id}/raw_sign", AccessApp, s.change(s.rawSign))
+	s.Handle("POST /v1/wallets/{id}/export", AccessApp, s.change(s.exportWallet))
+	s.Handle("POST /v1/wallets/import/init", AccessApp, s.change(s.importInit))
+	s.Handle("POST /v1/wallets/import/submit", AccessApp, s.change(s.importSubmit))
+	s.Handle("POST /v1/wallets/authenticate", AccessApp, s.change(s.authenticate))
+	s.Handle("POST /v1/users", AccessApp, s.change(s.createUser))
+	s.Handle("GET /v1/users", AccessApp, s.listUsers)
+	s.Handle("GET /v1/users/{id}", AccessApp, s.getUser)
+	s.Handle("DELETE /v1/users/{id}", AccessApp, s.change(s.deleteUser))
+	s.Handle("POST /v1/users/custom_auth/id", AccessApp, s.change(s.userByCustomID))
 }
 
 // call reads the body and builds what custody needs to know about the
@@ -199,6 +208,63 @@ func (s *Server) rawSign(r *http.Request, c custody.Call, body []byte) ([]byte, 
 	return s.deps.Custody.RPC(r.Context(), c, r.PathValue("id"), body, true)
 }
 
+func (s *Server) exportWallet(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.Export(r.Context(), c, r.PathValue("id"), body)
+}
+
+func (s *Server) importInit(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.ImportInit(r.Context(), c, body)
+}
+
+func (s *Server) importSubmit(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.ImportSubmit(r.Context(), c, body)
+}
+
+func (s *Server) authenticate(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.Authenticate(r.Context(), c, body)
+}
+
+func (s *Server) createUser(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.CreateUser(r.Context(), c, body)
+}
+
+func (s *Server) deleteUser(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+	return s.deps.Custody.DeleteUser(r.Context(), c, r.PathValue("id"))
+}
+
+// userByCustomID is a lookup that takes a body; it changes nothing.
+func (s *Server) userByCustomID(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	u, err := s.deps.Custody.UserByCustomID(r.Context(), c.App, body)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(u)
+}
+
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
+	app, _ := AppFrom(r.Context())
+	u, err := s.deps.Custody.GetUser(r.Context(), app.ID, r.PathValue("id"))
+	if err != nil {
+		return apiError(err)
+	}
+	writeJSON(w, http.StatusOK, u)
+	return nil
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
+	app, _ := AppFrom(r.Context())
+	limit, err := pageLimit(r)
+	if err != nil {
+		return err
+	}
+	page, err := s.deps.Custody.ListUsers(r.Context(), app.ID, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		return apiError(err)
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
 func (s *Server) getQuorum(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
 	q, err := s.deps.Custody.GetQuorum(r.Context(), app.ID, r.PathValue("id"))
@@ -234,23 +300,11 @@ func (s *Server) listWallets(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// decodeStrict decodes a JSON object body, refusing unknown fields with the
-// field's name. An empty body is an empty object.
+// decodeStrict decodes a JSON object body the way custody does (no
+// repeated or unknown key, type errors by field), as an API error.
 func decodeStrict(body []byte, v any) error {
-	if len(body) == 0 {
-		body = []byte("{}")
-	}
-	dec := json.NewDecoder(bytesReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return badRequest(fmt.Sprintf("%s: expected %s, not a JSON %s.", te.Field, te.Type, te.Value))
-		}
-		return badRequest("The body is not valid: " + err.Error())
-	}
-	if dec.More() {
-		return badRequest("The body holds more than one JSON value.")
+	if err := custody.DecodeBody(body, v); err != nil {
+		return apiError(err)
 	}
 	return nil
 }

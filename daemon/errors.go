@@ -1,17 +1,13 @@
 package daemon
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 
 	"github.com/cachet-custody/cachet/audit"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // Error codes of the API, in Privy's {"error": ..., "code": ...} shape.
 const (

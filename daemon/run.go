@@ -17,6 +17,7 @@ import (
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
@@ -74,6 +75,17 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		nodes[ch.CAIP2] = n
 	}
+	verifiers := map[string]custody.JWTVerifier{}
+	for _, a := range cfg.Apps {
+		if a.JWT == nil {
+			continue
+		}
+		v, err := jwtauth.New(a.JWT.Settings(), jwtauth.Options{Logger: log.With("app", a.ID)})
+		if err != nil {
+			return fmt.Errorf("refusing to serve: app %s: user JWT verification: %w", a.ID, err)
+		}
+		verifiers[a.ID] = v
+	}
 	svc := custody.New(o.Store, o.Backend, nil, custody.Options{
 		MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		IdempotencyTTL:   cfg.API.IdempotencyTTL.Duration,
@@ -81,7 +93,14 @@ func Run(ctx context.Context, o RunOptions) error {
 			n, ok := nodes[caip2]
 			return n, ok
 		},
-		Logger: log,
+		JWT: func(app string) (custody.JWTVerifier, bool) {
+			v, ok := verifiers[app]
+			return v, ok
+		},
+		UserKeyLifetime:   cfg.API.UserKeyLifetime.Duration,
+		MaxUserKeys:       cfg.API.MaxUserKeys,
+		ImportKeyLifetime: cfg.API.ImportKeyLifetime.Duration,
+		Logger:            log,
 	})
 	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
 		PublicBase: cfg.Server.PublicBase(), RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,

@@ -3,9 +3,11 @@ package quorum
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"maps"
@@ -300,4 +302,16 @@ func abbreviate(s string) string {
 		return s
 	}
 	return "..." + s[len(s)-12:]
+}
+
+// Fingerprint names a public key in logs and audit records without the
+// whole key: the hex of the first 16 bytes of the SHA-256 of its DER
+// SubjectPublicKeyInfo. Give it a canonical key (CanonicalPublicKey).
+func Fingerprint(canonical string) string {
+	der, err := base64.StdEncoding.DecodeString(canonical)
+	if err != nil {
+		der = []byte(canonical)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:16])
 }

@@ -72,31 +72,13 @@ func signWith(t testing.TB, cl *client.Client, appID, id, pub string) error {
 // 1-of-2 quorum the server alone updates the wallet's policy and signers;
 // in a 2-of-2 it needs the user too.
 func TestAuthorizationKeysNodeSDK(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node not found: run `make deps`")
-	}
-	dir, _ := filepath.Abs("../../tests/node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@privy-io", "node")); err != nil {
-		t.Fatal("tests/node/node_modules is missing: run `make deps`")
-	}
 	a := newAppliance(t, config.KindPKCS11)
 	a.init()
 	d := a.serve(a.cfg)
 	cl := client.New(a.socket, "http://localhost", a.appID, a.appSecret)
 	id, pub := authKey(t, cl, map[string][]int{"uids": {os.Getuid()}}, []string{"PATCH /v1/wallets/*", "POST /v1/wallets/*/rpc"})
-	cmd := exec.Command(node, "--test", "--test-reporter=spec", "authkeys.test.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CACHET_SOCKET="+a.socket, "CACHET_BASE_URL=http://localhost",
+	runNode(t, "authkeys.test.mjs", 2, d, "CACHET_SOCKET="+a.socket, "CACHET_BASE_URL=http://localhost",
 		"CACHET_APP_ID="+a.appID, "CACHET_APP_SECRET="+a.appSecret, "CACHET_AUTH_KEY_ID="+id, "CACHET_AUTH_KEY_PUBLIC="+pub)
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test authkeys.test.mjs:\n%s", out)
-	if err != nil {
-		t.Fatalf("the Node SDK tests failed: %v\ndaemon log:\n%s", err, d.stderr.String())
-	}
-	if !strings.Contains(string(out), "pass 2") || !strings.Contains(string(out), "fail 0") {
-		t.Fatal("the Node SDK tests did not all run")
-	}
 	d.stop()
 	if n := countRecords(t, filepath.Join(a.dir, "data", "cachet.db"), "authorization_key.sign"); n < 4 {
 		t.Fatalf("only %d uses of the key were audited", n)

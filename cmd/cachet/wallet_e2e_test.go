@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,29 +29,11 @@ import (
 // an EIP-1559 transaction and one is refused, the owner hands over; ethers
 // v6 recovers every signature to the wallet's address.
 func TestPrivyNodeSDK(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node not found: run `make deps` (scripts/install-deps installs Node.js and the SDK)")
-	}
-	dir, _ := filepath.Abs("../../tests/node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@privy-io", "node")); err != nil {
-		t.Fatal("tests/node/node_modules is missing: run `make deps` (npm ci in tests/node)")
-	}
 	a := newAppliance(t, config.KindPKCS11)
 	a.init()
 	d := a.serve(a.cfg)
-	cmd := exec.Command(node, "--test", "--test-reporter=spec", "privy.test.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CACHET_SOCKET="+a.socket, "CACHET_BASE_URL=http://localhost",
+	runNode(t, "privy.test.mjs", 3, d, "CACHET_SOCKET="+a.socket, "CACHET_BASE_URL=http://localhost",
 		"CACHET_APP_ID="+a.appID, "CACHET_APP_SECRET="+a.appSecret)
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test privy.test.mjs:\n%s", out)
-	if err != nil {
-		t.Fatalf("the Node SDK tests failed: %v\ndaemon log:\n%s", err, d.stderr.String())
-	}
-	if !strings.Contains(string(out), "pass 3") || !strings.Contains(string(out), "fail 0") {
-		t.Fatal("the Node SDK tests did not all run")
-	}
 	d.stop()
 	a.e.ok("audit", "verify", "--config", a.cfg)
 }
