@@ -261,21 +261,13 @@ func (s *Service) ListItems(ctx context.Context, app, id, cursor string, limit i
 	if _, err := loadConditionSet(ctx, s.st, app, id); err != nil {
 		return ItemPage{}, err
 	}
-	if limit <= 0 || limit > 100 {
-		limit = 100
-	}
-	var after int64
-	if cursor != "" {
-		err := s.st.QueryRowContext(ctx, `SELECT rowid FROM condition_set_items WHERE id = ? AND set_id = ?`, cursor, id).Scan(&after)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ItemPage{}, errorf(Invalid, "cursor: not an item of this condition set.")
-		}
-		if err != nil {
-			return ItemPage{}, err
-		}
+	size := pageSize(limit)
+	after, err := pageStart(ctx, s.st, "condition_set_items", "set_id", id, cursor, "an item of this condition set")
+	if err != nil {
+		return ItemPage{}, err
 	}
 	rows, err := s.st.QueryContext(ctx, `SELECT id, value, created_at FROM condition_set_items WHERE set_id = ? AND rowid > ? ORDER BY rowid LIMIT ?`,
-		id, after, limit+1)
+		id, after, size+1)
 	if err != nil {
 		return ItemPage{}, err
 	}
@@ -288,10 +280,6 @@ func (s *Service) ListItems(ctx context.Context, app, id, cursor string, limit i
 		}
 		page.Items = append(page.Items, it)
 	}
-	if len(page.Items) > limit {
-		page.Items = page.Items[:limit]
-		next := page.Items[limit-1].ID
-		page.NextCursor = &next
-	}
+	page.Items, page.NextCursor = pageEnd(page.Items, size, func(it ConditionSetItem) string { return it.ID })
 	return page, rows.Err()
 }

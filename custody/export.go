@@ -16,9 +16,8 @@ import (
 
 // exportInput is the body of POST /v1/wallets/{id}/export.
 type exportInput struct {
-	EncryptionType     string `json:"encryption_type"`
-	RecipientPublicKey string `json:"recipient_public_key"`
-	ExportSeedPhrase   *bool  `json:"export_seed_phrase"`
+	sealedTo
+	ExportSeedPhrase *bool `json:"export_seed_phrase"`
 }
 
 // Export is POST /v1/wallets/{id}/export. Only the owner's threshold may
@@ -37,10 +36,7 @@ func (s *Service) Export(ctx context.Context, c Call, id string, body []byte) (j
 	if err := DecodeBody(body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkEncryptionType(in.EncryptionType); err != nil {
-		return nil, err
-	}
-	recipient, err := recipientKey("recipient_public_key", in.RecipientPublicKey)
+	recipient, err := in.key()
 	if err != nil {
 		return nil, err
 	}
@@ -91,32 +87,23 @@ func (s *Service) Export(ctx context.Context, c Call, id string, body []byte) (j
 		"what": what, "principal": p.String(), "policy": dec,
 		"recipient": recipientFingerprint(recipient), "key_use": "unseal wallet " + map[bool]string{true: "entropy", false: "key"}[seed],
 	}
-	var finalDenial *policy.Decision
+	g := &releaseGate{s: s, c: c, action: "wallet.export", walletID: id, p: p, state: state, pin: pin, detail: detail}
 	out, err := s.commit(ctx, action{
 		call: c, name: "wallet.export", target: id, detail: detail, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if err := unchanged(ctx, tx, id, p.quorums, state); err != nil {
+			if err := g.check(ctx, tx); err != nil {
 				return nil, err
 			}
-			d, err := s.policy.Commit(ctx, tx, pin)
-			if err != nil {
-				return nil, fmt.Errorf("policy commit for wallet %s: %w", id, err)
-			}
-			if !d.Allowed {
-				finalDenial = &d
-				return nil, errorf(PolicyViolation, "denied")
-			}
-			detail["policy"] = d
 			if _, err := tx.Exec(`UPDATE wallets SET exported_at = ? WHERE id = ?`, s.nowMS(), id); err != nil {
 				return nil, err
 			}
 			return box, nil
 		},
 	})
-	if err != nil && finalDenial != nil {
-		return nil, s.policyDenied(ctx, c, "wallet.export", id, method, p, *finalDenial)
+	if err != nil {
+		return nil, g.refusal(ctx, err)
 	}
-	return out, err
+	return out, nil
 }
 
 // exportBox unseals what is exported and encrypts it to the recipient,

@@ -168,21 +168,13 @@ func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum
 // behind makes it send one a moment too late. It costs verifications only
 // on the refusal path.
 func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (*Error, error) {
-	users := append([]string(nil), vq.UserIDs...)
-	for _, c := range vq.Children {
-		users = append(users, c.UserIDs...)
-	}
+	users := approvingUsers(vq)
 	if len(users) == 0 {
 		return nil, nil
 	}
-	args := []any{app, s.nowMS()}
-	marks := make([]string, len(users))
-	for i, u := range users {
-		marks[i], args = "?", append(args, u)
-	}
 	rows, err := q.QueryContext(ctx, `SELECT public_key, user_id, expires_at, revoked_at IS NOT NULL FROM user_keys
-		WHERE app_id = ? AND (expires_at <= ? OR revoked_at IS NOT NULL) AND user_id IN (`+strings.Join(marks, ",")+`)
-		ORDER BY created_at DESC LIMIT 100`, args...)
+		WHERE app_id = ? AND (expires_at <= ? OR revoked_at IS NOT NULL) AND user_id IN (`+placeholders(len(users))+`)
+		ORDER BY created_at DESC LIMIT 100`, append([]any{app, s.nowMS()}, anys(users)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read stale user keys: %w", err)
 	}

@@ -212,28 +212,14 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	// policy engine sees the aggregation sums as they are at that serialized
 	// step and records this request's contribution, so a stateful limit is
 	// exact however many requests race for it.
-	var finalDenial *policy.Decision
+	g := &releaseGate{s: s, c: c, action: "wallet.rpc", walletID: id, p: p, state: state, pin: pin, detail: detail}
 	release := func(tx *store.Tx) (any, error) {
-		if err := unchanged(ctx, tx, id, p.quorums, state); err != nil {
+		if err := g.check(ctx, tx); err != nil {
 			return nil, err
 		}
-		d, err := s.policy.Commit(ctx, tx, pin)
-		if err != nil {
-			return nil, fmt.Errorf("policy commit for wallet %s: %w", id, err)
-		}
-		if !d.Allowed {
-			finalDenial = &d
-			return nil, errorf(PolicyViolation, "denied")
-		}
-		detail["policy"] = d
 		return resp, nil
 	}
-	denied := func(err error) error {
-		if finalDenial != nil {
-			return s.policyDenied(ctx, c, "wallet.rpc", id, req.Method, p, *finalDenial)
-		}
-		return err
-	}
+	denied := func(err error) error { return g.refusal(ctx, err) }
 	if req.Method != wallet.MethodSendTransaction {
 		out, err := s.commit(ctx, action{call: c, name: "wallet.rpc", target: id, detail: detail, replay: true, response: release})
 		if err != nil {
@@ -261,6 +247,51 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	}
 	return s.commit(sent, action{call: c, name: "wallet.broadcast", target: id, detail: map[string]any{"caip2": req.CAIP2},
 		idempotency: idemComplete, response: func(*store.Tx) (any, error) { return resp, nil }})
+}
+
+// releaseGate re-takes, inside the transaction that releases a signature
+// or a key, the decisions taken before it: the wallet and the approving
+// quorums are as they were checked, and the policy still allows. The
+// policy engine then sees the aggregation sums as they are at that
+// serialized step and records this request's contribution, so a stateful
+// limit is exact however many requests race for it.
+type releaseGate struct {
+	s        *Service
+	c        Call
+	action   string // audit action of a denial
+	walletID string
+	p        principal
+	state    string // authState when checked
+	pin      policy.Input
+	detail   map[string]any // the release's audit detail; gets the final decision
+	denial   *policy.Decision
+}
+
+// check runs inside the releasing transaction.
+func (g *releaseGate) check(ctx context.Context, tx *store.Tx) error {
+	if err := unchanged(ctx, tx, g.walletID, g.p.quorums, g.state); err != nil {
+		return err
+	}
+	d, err := g.s.policy.Commit(ctx, tx, g.pin)
+	if err != nil {
+		return fmt.Errorf("policy commit for wallet %s: %w", g.walletID, err)
+	}
+	if !d.Allowed {
+		g.denial = &d
+		return errorf(PolicyViolation, "denied")
+	}
+	g.detail["policy"] = d
+	return nil
+}
+
+// refusal is the caller's error for a release that did not commit: a final
+// policy denial is recorded with its trace (the release's transaction
+// rolled back), anything else is returned as it is.
+func (g *releaseGate) refusal(ctx context.Context, err error) error {
+	if g.denial != nil {
+		return g.s.policyDenied(ctx, g.c, g.action, g.walletID, g.pin.Request.Method, g.p, *g.denial)
+	}
+	return err
 }
 
 // policyDenied records a policy denial with its trace and returns the

@@ -32,11 +32,25 @@ const minUserKeyLife = 5 * time.Second
 // maxJWTBytes bounds user_jwt before it reaches the verifier.
 const maxJWTBytes = 16 << 10
 
-// authenticateInput is the body of POST /v1/wallets/authenticate.
-type authenticateInput struct {
-	UserJWT            string `json:"user_jwt"`
+// sealedTo is the part of a request body that names whom the key material
+// of the response is encrypted to.
+type sealedTo struct {
 	EncryptionType     string `json:"encryption_type"`
 	RecipientPublicKey string `json:"recipient_public_key"`
+}
+
+// key checks the encryption type and parses the recipient's key.
+func (r sealedTo) key() (*ecdh.PublicKey, error) {
+	if err := checkEncryptionType(r.EncryptionType); err != nil {
+		return nil, err
+	}
+	return recipientKey("recipient_public_key", r.RecipientPublicKey)
+}
+
+// authenticateInput is the body of POST /v1/wallets/authenticate.
+type authenticateInput struct {
+	UserJWT string `json:"user_jwt"`
+	sealedTo
 }
 
 // AuthenticateResponse is the answer of POST /v1/wallets/authenticate.
@@ -122,10 +136,7 @@ func (s *Service) Authenticate(ctx context.Context, c Call, body []byte) (json.R
 	if err := DecodeBody(body, &in); err != nil {
 		return nil, err
 	}
-	if err := checkEncryptionType(in.EncryptionType); err != nil {
-		return nil, err
-	}
-	recipient, err := recipientKey("recipient_public_key", in.RecipientPublicKey)
+	recipient, err := in.key()
 	if err != nil {
 		return nil, err
 	}

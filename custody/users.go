@@ -257,26 +257,13 @@ type UserPage struct {
 // ListUsers is GET /v1/users: the app's users in the order they were
 // created; cursor is the id of the last user of the previous page.
 func (s *Service) ListUsers(ctx context.Context, app, cursor string, limit int) (UserPage, error) {
-	if limit <= 0 || limit > 100 {
-		limit = 100
+	size := pageSize(limit)
+	after, err := pageStart(ctx, s.st, "users", "app_id", app, cursor, "a user of this app")
+	if err != nil {
+		return UserPage{}, err
 	}
-	args := []any{app}
-	q := `SELECT ` + userColumns + ` FROM users WHERE app_id = ? AND deleted_at IS NULL`
-	if cursor != "" {
-		var row int64
-		err := s.st.QueryRowContext(ctx, `SELECT rowid FROM users WHERE id = ? AND app_id = ?`, cursor, app).Scan(&row)
-		if errors.Is(err, sql.ErrNoRows) {
-			return UserPage{}, errorf(Invalid, "cursor: not a user of this app.")
-		}
-		if err != nil {
-			return UserPage{}, err
-		}
-		q += ` AND rowid > ?`
-		args = append(args, row)
-	}
-	q += ` ORDER BY rowid LIMIT ?`
-	args = append(args, limit+1)
-	rows, err := s.st.QueryContext(ctx, q, args...)
+	rows, err := s.st.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE app_id = ? AND deleted_at IS NULL AND rowid > ?
+		ORDER BY rowid LIMIT ?`, app, after, size+1)
 	if err != nil {
 		return UserPage{}, err
 	}
@@ -289,11 +276,7 @@ func (s *Service) ListUsers(ctx context.Context, app, cursor string, limit int) 
 		}
 		page.Data = append(page.Data, u)
 	}
-	if len(page.Data) > limit {
-		page.Data = page.Data[:limit]
-		next := page.Data[limit-1].ID
-		page.NextCursor = &next
-	}
+	page.Data, page.NextCursor = pageEnd(page.Data, size, func(u User) string { return u.ID })
 	return page, rows.Err()
 }
 
@@ -386,22 +369,13 @@ func userValid(ctx context.Context, q querier, app, field, id string) error {
 // deleted user is left out: its signature then matches no candidate and
 // the request is refused.
 func (s *Service) userKeys(ctx context.Context, q querier, app string, vq quorum.Quorum) (map[string]string, error) {
-	users := append([]string(nil), vq.UserIDs...)
-	for _, c := range vq.Children {
-		users = append(users, c.UserIDs...)
-	}
+	users := approvingUsers(vq)
 	if len(users) == 0 {
 		return nil, nil
 	}
-	args := []any{app, s.nowMS()}
-	marks := make([]string, len(users))
-	for i, u := range users {
-		marks[i] = "?"
-		args = append(args, u)
-	}
 	rows, err := q.QueryContext(ctx, `SELECT k.public_key, k.user_id FROM user_keys k JOIN users u ON u.id = k.user_id
 		WHERE k.app_id = ? AND k.expires_at > ? AND k.revoked_at IS NULL AND u.deleted_at IS NULL
-		AND k.user_id IN (`+strings.Join(marks, ",")+`)`, args...)
+		AND k.user_id IN (`+placeholders(len(users))+`)`, append([]any{app, s.nowMS()}, anys(users)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read user keys: %w", err)
 	}
@@ -415,4 +389,25 @@ func (s *Service) userKeys(ctx context.Context, q querier, app string, vq quorum
 		out[pk] = uid
 	}
 	return out, rows.Err()
+}
+
+// approvingUsers lists the users who may approve for a quorum: its own user
+// members and its children's.
+func approvingUsers(vq quorum.Quorum) []string {
+	users := append([]string(nil), vq.UserIDs...)
+	for _, c := range vq.Children {
+		users = append(users, c.UserIDs...)
+	}
+	return users
+}
+
+// placeholders is the "?, ?, ?" of an IN list of n values.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }

@@ -441,30 +441,18 @@ type WalletPage struct {
 // archived ones left out; cursor is the id of the last wallet of the
 // previous page.
 func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int, chainType string) (WalletPage, error) {
-	if limit <= 0 || limit > 100 {
-		limit = 100
+	size := pageSize(limit)
+	after, err := pageStart(ctx, s.st, "wallets", "app_id", app, cursor, "a wallet of this app")
+	if err != nil {
+		return WalletPage{}, err
 	}
-	args := []any{app}
-	q := `SELECT ` + walletColumns + ` FROM wallets WHERE app_id = ? AND archived_at IS NULL`
+	args := []any{app, after}
+	q := `SELECT ` + walletColumns + ` FROM wallets WHERE app_id = ? AND archived_at IS NULL AND rowid > ?`
 	if chainType != "" {
 		q += ` AND chain_type = ?`
 		args = append(args, chainType)
 	}
-	if cursor != "" {
-		var row int64
-		err := s.st.QueryRowContext(ctx, `SELECT rowid FROM wallets WHERE id = ? AND app_id = ?`, cursor, app).Scan(&row)
-		if errors.Is(err, sql.ErrNoRows) {
-			return WalletPage{}, errorf(Invalid, "cursor: not a wallet of this app.")
-		}
-		if err != nil {
-			return WalletPage{}, err
-		}
-		q += ` AND rowid > ?`
-		args = append(args, row)
-	}
-	q += ` ORDER BY rowid LIMIT ?`
-	args = append(args, limit+1)
-	rows, err := s.st.QueryContext(ctx, q, args...)
+	rows, err := s.st.QueryContext(ctx, q+` ORDER BY rowid LIMIT ?`, append(args, size+1)...)
 	if err != nil {
 		return WalletPage{}, err
 	}
@@ -477,11 +465,7 @@ func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int
 		}
 		page.Data = append(page.Data, w.Wallet)
 	}
-	if len(page.Data) > limit {
-		page.Data = page.Data[:limit]
-		next := page.Data[limit-1].ID
-		page.NextCursor = &next
-	}
+	page.Data, page.NextCursor = pageEnd(page.Data, size, func(w Wallet) string { return w.ID })
 	return page, rows.Err()
 }
 
