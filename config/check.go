@@ -164,6 +164,21 @@ func (c *Config) Check() []Problem {
 	if d := c.API.ImportKeyLifetime.Duration; d < time.Minute || d > time.Hour {
 		add("api.import_key_lifetime", "%s is outside 1m..1h", d)
 	}
+	for key, v := range map[string]int{
+		"embedded_wallets.recover_limit_per_user":      c.Embedded.RecoverLimitPerUser,
+		"embedded_wallets.recover_limit_per_wallet":    c.Embedded.RecoverLimitPerWallet,
+		"embedded_wallets.auth_share_limit_per_wallet": c.Embedded.AuthShareLimitPerWallet,
+	} {
+		if v < 1 || v > 100000 {
+			add(key, "%d is outside 1..100000", v)
+		}
+	}
+	if d := c.Embedded.RateWindow.Duration; d < time.Second || d > 7*24*time.Hour {
+		add("embedded_wallets.rate_window", "%s is outside 1s..168h", d)
+	}
+	if d := c.Embedded.ChallengeLifetime.Duration; d < 10*time.Second || d > time.Hour {
+		add("embedded_wallets.challenge_lifetime", "%s is outside 10s..1h", d)
+	}
 	if c.AuthKeys.RatePerSecond <= 0 || c.AuthKeys.RatePerSecond > 1e6 {
 		add("authorization_keys.rate_per_second", "%v is outside (0, 1000000]", c.AuthKeys.RatePerSecond)
 	}

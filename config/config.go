@@ -37,6 +37,7 @@ type Config struct {
 	Audit    Audit         `toml:"audit"`
 	API      API           `toml:"api"`
 	AuthKeys AuthKeys      `toml:"authorization_keys"`
+	Embedded Embedded      `toml:"embedded_wallets"`
 	Apps     []App         `toml:"apps"`
 	Chains   []Chain       `toml:"chains"`
 	path     string        // the file this was read from, for relative paths
@@ -139,6 +140,16 @@ type AuthKeys struct {
 	Burst         int     `toml:"burst"`
 }
 
+// Embedded configures embedded wallets: rate limits on releases of their
+// shares, and the life of a challenge.
+type Embedded struct {
+	RecoverLimitPerUser     int      `toml:"recover_limit_per_user"`
+	RecoverLimitPerWallet   int      `toml:"recover_limit_per_wallet"`
+	AuthShareLimitPerWallet int      `toml:"auth_share_limit_per_wallet"`
+	RateWindow              Duration `toml:"rate_window"`
+	ChallengeLifetime       Duration `toml:"challenge_lifetime"`
+}
+
 // Chain is a JSON-RPC endpoint that eth_sendTransaction broadcasts through.
 type Chain struct {
 	CAIP2  string `toml:"caip2"`
@@ -209,8 +220,10 @@ func Default() Config {
 		API: API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour},
 			UserKeyLifetime: Duration{15 * time.Minute}, MaxUserKeys: 20, ImportKeyLifetime: Duration{10 * time.Minute}},
 		AuthKeys: AuthKeys{RatePerSecond: 100, Burst: 200},
-		Apps:     []App{},
-		Chains:   []Chain{},
+		Embedded: Embedded{RecoverLimitPerUser: 10, RecoverLimitPerWallet: 5, AuthShareLimitPerWallet: 120,
+			RateWindow: Duration{time.Hour}, ChallengeLifetime: Duration{5 * time.Minute}},
+		Apps:   []App{},
+		Chains: []Chain{},
 	}
 }
 

@@ -43,6 +43,7 @@ const (
 	Conflict                        // 409 resource_conflict
 	PolicyViolation                 // 403 policy_violation
 	Unavailable                     // 503: a dependency (chain node) did not answer
+	TooManyRequests                 // 429 too_many_requests: a rate limit
 )
 
 // Error is a refusal the caller may see. Message never holds a secret.
@@ -117,7 +118,9 @@ type Options struct {
 	// MaxPendingImports bounds the imports of one app waiting for their
 	// submit.
 	MaxPendingImports int
-	Logger            *slog.Logger
+	// Embedded configures embedded wallets.
+	Embedded EmbeddedOptions
+	Logger   *slog.Logger
 }
 
 // Service is the wallet API's domain logic.
@@ -129,7 +132,9 @@ type Service struct {
 	now    func() time.Time
 	// imports are the one-time keys of wallet imports between init and
 	// submit.
-	imports importKeys
+	imports oneTime[pendingImport]
+	// challenges are the open challenges of embedded wallets.
+	challenges oneTime[pendingChallenge]
 }
 
 // New returns the service. keys is the raw hardware backend: the service
@@ -161,6 +166,7 @@ func New(st *store.Store, k keys.Backend, p PolicyEngine, opts Options) *Service
 	if opts.MaxPendingImports <= 0 {
 		opts.MaxPendingImports = 100
 	}
+	opts.Embedded = opts.Embedded.withDefaults()
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -353,6 +359,9 @@ func (s *Service) Purge(ctx context.Context) error {
 		// An expired or revoked user key never approves again; the audit
 		// record of its issue stays.
 		if _, err := tx.Exec(`DELETE FROM user_keys WHERE expires_at < ? OR revoked_at IS NOT NULL`, now); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`DELETE FROM share_releases WHERE at < ?`, now-s.opts.Embedded.Window.Milliseconds()); err != nil {
 			return err
 		}
 		// No window is longer than policy.MaxWindowSeconds: older

@@ -82,28 +82,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	label := testhw.UniqueLabel("cust")
-	if err := hsm.InitToken(testhw.Module(), label, soPIN, userPIN); err != nil {
-		t.Fatalf("InitToken(%q): %v", label, err)
-	}
-	b, err := hsm.Open(ctx, hsm.Options{Module: testhw.Module(), TokenLabel: label, PIN: userPIN, Logger: logger})
-	if err != nil {
-		t.Fatalf("hsm.Open(%q): %v", label, err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("backend Close: %v", err)
-		}
-	})
-	root := make([]byte, keys.RootSize)
-	if _, err := rand.Read(root); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.(keys.Provisioner).Provision(ctx, root, keys.ProvisionOptions{Generation: 1}); err != nil {
-		t.Fatalf("Provision: %v", err)
-	}
-	keys.Zero(root)
-
+	b := newBackend(t, logger)
 	path := filepath.Join(t.TempDir(), "cachet.db")
 	st, err := store.Open(ctx, path, store.Options{Logger: logger})
 	if err != nil {
@@ -126,6 +105,34 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	// Registered last, so it runs first: before the store and token close.
 	t.Cleanup(e.verifyAudit)
 	return e
+}
+
+// newBackend is a fresh SoftHSM token provisioned with a random root.
+func newBackend(t testing.TB, logger *slog.Logger) keys.Backend {
+	t.Helper()
+	ctx := context.Background()
+	label := testhw.UniqueLabel("cust")
+	if err := hsm.InitToken(testhw.Module(), label, soPIN, userPIN); err != nil {
+		t.Fatalf("InitToken(%q): %v", label, err)
+	}
+	b, err := hsm.Open(ctx, hsm.Options{Module: testhw.Module(), TokenLabel: label, PIN: userPIN, Logger: logger})
+	if err != nil {
+		t.Fatalf("hsm.Open(%q): %v", label, err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("backend Close: %v", err)
+		}
+	})
+	root := make([]byte, keys.RootSize)
+	if _, err := rand.Read(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.(keys.Provisioner).Provision(ctx, root, keys.ProvisionOptions{Generation: 1}); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	keys.Zero(root)
+	return b
 }
 
 // verifyAudit checkpoints the log with the token's audit key and verifies
@@ -172,7 +179,8 @@ func (e *env) audits(action, decision string) int {
 }
 
 // tables are the tables a custody request may change.
-var tables = []string{"key_quorums", "key_quorum_members", "wallets", "idempotency_keys", "replay_digests", "audit_records", "meta", "users", "user_keys"}
+var tables = []string{"key_quorums", "key_quorum_members", "wallets", "idempotency_keys", "replay_digests", "audit_records", "meta", "users", "user_keys",
+	"embedded_wallets", "share_releases"}
 
 // snapshot dumps every row of the custody tables.
 func (e *env) snapshot() map[string]string {
@@ -234,7 +242,7 @@ func (e *env) refused(t testing.TB, want custody.Kind, fn func() error) *custody
 var kindNames = map[custody.Kind]string{
 	custody.Invalid: "Invalid", custody.Unauthorized: "Unauthorized", custody.Forbidden: "Forbidden",
 	custody.NotFound: "NotFound", custody.Conflict: "Conflict", custody.PolicyViolation: "PolicyViolation",
-	custody.Unavailable: "Unavailable",
+	custody.Unavailable: "Unavailable", custody.TooManyRequests: "TooManyRequests",
 }
 
 func kindName(k custody.Kind) string {

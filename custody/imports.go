@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 
@@ -27,68 +25,18 @@ const (
 )
 
 // pendingImport is the one-time HPKE key of an import between its init and
-// its submit. It lives only in memory: a restart forgets it and the client
-// starts again, which costs nothing, while a stored copy would be one more
-// secret to seal, back up and purge.
+// its submit (held in a oneTime).
 type pendingImport struct {
 	priv        *ecdh.PrivateKey
 	entropyType string
 	index       uint32
-	expires     time.Time
 }
 
-// importKeys holds the pending imports, keyed by app and lower-case
-// address: Privy's SDK does not send an import id with its submit, so the
-// address is what ties the two requests together.
-type importKeys struct {
-	mu sync.Mutex
-	m  map[string]*pendingImport
-}
-
+// importKey is the key of a pending import: the app and lower-case
+// address, since Privy's SDK does not send an import id with its submit
+// and the address is what ties the two requests together.
 func importKey(app string, addr common.Address) string {
 	return app + "\x00" + strings.ToLower(addr.Hex())
-}
-
-// put stores a pending import, replacing an earlier one for the same
-// address, after dropping expired ones; it refuses when the app already
-// has max imports waiting.
-func (k *importKeys) put(app string, addr common.Address, p *pendingImport, now time.Time, max int) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
-		k.m = map[string]*pendingImport{}
-	}
-	n := 0
-	for key, v := range k.m {
-		if !now.Before(v.expires) {
-			delete(k.m, key)
-			continue
-		}
-		if strings.HasPrefix(key, app+"\x00") {
-			n++
-		}
-	}
-	key := importKey(app, addr)
-	if _, replacing := k.m[key]; !replacing && n >= max {
-		return errorf(Conflict, "This app already has %d wallet imports waiting for their submit; submit or let them expire first.", max)
-	}
-	k.m[key] = p
-	return nil
-}
-
-// take removes and returns the pending import of an address: each key
-// serves one submit, whatever its outcome, so a submit cannot be retried
-// against it to learn anything.
-func (k *importKeys) take(app string, addr common.Address, now time.Time) *pendingImport {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	key := importKey(app, addr)
-	p := k.m[key]
-	delete(k.m, key)
-	if p == nil || !now.Before(p.expires) {
-		return nil
-	}
-	return p
 }
 
 // importInitInput is the body of POST /v1/wallets/import/init.
@@ -204,18 +152,19 @@ func (s *Service) ImportInit(ctx context.Context, c Call, body []byte) (json.Raw
 		return nil, fmt.Errorf("import key: %w", err)
 	}
 	now := s.now()
-	p := &pendingImport{priv: priv, entropyType: in.EntropyType, index: index, expires: now.Add(s.opts.ImportKeyLifetime)}
+	expires := now.Add(s.opts.ImportKeyLifetime)
+	p := pendingImport{priv: priv, entropyType: in.EntropyType, index: index}
 	resp := ImportInitResponse{EncryptionType: hpkebox.EncryptionType, EncryptionPublicKey: base64.StdEncoding.EncodeToString(priv.PublicKey().Bytes())}
 	out, err := s.commit(ctx, action{
 		call: c, name: "wallet.import_init", target: addr.Hex(),
-		detail:   map[string]any{"entropy_type": in.EntropyType, "index": index, "expires_at": p.expires.UnixMilli()},
+		detail:   map[string]any{"entropy_type": in.EntropyType, "index": index, "expires_at": expires.UnixMilli()},
 		response: func(*store.Tx) (any, error) { return resp, nil },
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := s.imports.put(c.App, addr, p, now, s.opts.MaxPendingImports); err != nil {
-		return nil, err
+	if !s.imports.put(c.App, importKey(c.App, addr), p, expires, now, s.opts.MaxPendingImports) {
+		return nil, errorf(Conflict, "This app already has %d wallet imports waiting for their submit; submit or let them expire first.", s.opts.MaxPendingImports)
 	}
 	return out, nil
 }
@@ -262,8 +211,8 @@ func (s *Service) ImportSubmit(ctx context.Context, c Call, body []byte) (json.R
 	if err != nil || len(ct) == 0 {
 		return nil, errorf(Invalid, "wallet.ciphertext: not standard base64.")
 	}
-	p := s.imports.take(c.App, addr, s.now())
-	if p == nil {
+	p, ok := s.imports.take(importKey(c.App, addr), s.now())
+	if !ok {
 		return nil, errorf(Invalid, "wallet.address: no import is waiting for %s. Call /v1/wallets/import/init first; its key lasts %s and serves one submit.", addr.Hex(), s.opts.ImportKeyLifetime)
 	}
 	if p.entropyType != wi.EntropyType || p.index != index {

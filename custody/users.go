@@ -310,7 +310,8 @@ func (s *Service) DeleteUser(ctx context.Context, c Call, id string) (json.RawMe
 	})
 }
 
-// userUses lists what a user still approves for: explicit key quorums that
+// userUses lists what a user still approves for or owns: embedded wallets
+// (whose shares are released only to that user), explicit key quorums that
 // list the user, and whatever uses the implicit quorum of a resource the
 // user owns.
 func (s *Service) userUses(ctx context.Context, q querier, app, userID string) ([]string, error) {
@@ -336,6 +337,21 @@ func (s *Service) userUses(ctx context.Context, q querier, app, userID string) (
 		return nil, err
 	}
 	var out []string
+	ews, err := q.QueryContext(ctx, `SELECT id FROM embedded_wallets WHERE user_id = ? AND app_id = ? ORDER BY rowid`, userID, app)
+	if err != nil {
+		return nil, err
+	}
+	for ews.Next() {
+		var id string
+		if err := ews.Scan(&id); err != nil {
+			ews.Close()
+			return nil, err
+		}
+		out = append(out, "embedded wallet "+id)
+	}
+	if err := errors.Join(ews.Err(), ews.Close()); err != nil {
+		return nil, err
+	}
 	for _, m := range ms {
 		if !m.implicit {
 			out = append(out, "key quorum "+m.id)

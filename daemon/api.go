@@ -43,6 +43,42 @@ func (s *Server) routeWalletAPI() {
 	s.Handle("GET /v1/users/{id}", AccessApp, s.getUser)
 	s.Handle("DELETE /v1/users/{id}", AccessApp, s.change(s.deleteUser))
 	s.Handle("POST /v1/users/custom_auth/id", AccessApp, s.change(s.userByCustomID))
+	s.Handle("POST /v1/embedded_wallets", AccessApp, s.change(s.createEmbedded))
+	s.Handle("GET /v1/embedded_wallets/{id}", AccessApp, s.getEmbedded)
+	s.Handle("POST /v1/embedded_wallets/{id}/recover", AccessApp, s.change(s.recoverEmbedded))
+	s.Handle("POST /v1/embedded_wallets/{id}/auth_share", AccessApp, s.change(s.embeddedAuthShare))
+	s.Handle("POST /v1/embedded_wallets/{id}/challenge", AccessApp, s.change(s.embeddedChallenge))
+	s.Handle("PUT /v1/embedded_wallets/{id}/recovery", AccessApp, s.change(s.setEmbeddedRecovery))
+}
+
+func (s *Server) createEmbedded(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.CreateEmbeddedWallet(r.Context(), c, body)
+}
+
+func (s *Server) recoverEmbedded(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.RecoverEmbeddedWallet(r.Context(), c, r.PathValue("id"), body)
+}
+
+func (s *Server) embeddedAuthShare(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.EmbeddedAuthShare(r.Context(), c, r.PathValue("id"), body)
+}
+
+func (s *Server) embeddedChallenge(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.EmbeddedChallenge(r.Context(), c, r.PathValue("id"), body)
+}
+
+func (s *Server) setEmbeddedRecovery(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	return s.deps.Custody.SetEmbeddedRecovery(r.Context(), c, r.PathValue("id"), body)
+}
+
+func (s *Server) getEmbedded(w http.ResponseWriter, r *http.Request) error {
+	app, _ := AppFrom(r.Context())
+	ew, err := s.deps.Custody.GetEmbeddedWallet(r.Context(), app.ID, r.PathValue("id"))
+	if err != nil {
+		return apiError(err)
+	}
+	writeJSON(w, http.StatusOK, ew)
+	return nil
 }
 
 // call reads the body and builds what custody needs to know about the
@@ -126,6 +162,8 @@ func apiError(err error) error {
 			return &APIError{Status: http.StatusForbidden, Code: CodePolicyViolation, Message: msg, Audited: ce.Audited}
 		case custody.Unavailable:
 			return &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: ce.Message}
+		case custody.TooManyRequests:
+			return &APIError{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: ce.Message}
 		}
 	case errors.As(err, &qi):
 		return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidData, Message: qi.Error()}

@@ -100,7 +100,12 @@ func Run(ctx context.Context, o RunOptions) error {
 		UserKeyLifetime:   cfg.API.UserKeyLifetime.Duration,
 		MaxUserKeys:       cfg.API.MaxUserKeys,
 		ImportKeyLifetime: cfg.API.ImportKeyLifetime.Duration,
-		Logger:            log,
+		Embedded: custody.EmbeddedOptions{
+			RecoverPerUser: cfg.Embedded.RecoverLimitPerUser, RecoverPerWallet: cfg.Embedded.RecoverLimitPerWallet,
+			AuthSharePerWallet: cfg.Embedded.AuthShareLimitPerWallet, Window: cfg.Embedded.RateWindow.Duration,
+			ChallengeLifetime: cfg.Embedded.ChallengeLifetime.Duration,
+		},
+		Logger: log,
 	})
 	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
 		PublicBase: cfg.Server.PublicBase(), RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,

@@ -240,3 +240,29 @@ func (r *Request) signAuthorization(k *ecdsa.PrivateKey) (*Response, error) {
 		YParity:  a.V,
 	}}}, nil
 }
+
+// PersonalSigner returns the address whose key made sig, a personal_sign
+// (EIP-191 version 0x45) signature over message in the 65-byte r || s || v
+// form Sign returns (v 27 or 28; 0 or 1 accepted). A signature with a high
+// S is refused, as Ethereum clients refuse it (EIP-2), so that each message
+// has one valid signature per key.
+func PersonalSigner(message []byte, sig []byte) (common.Address, error) {
+	if len(sig) != crypto.SignatureLength {
+		return common.Address{}, inputErr("signature", "must be 65 bytes (r, s, v)")
+	}
+	s := append([]byte(nil), sig...)
+	if s[64] >= 27 {
+		s[64] -= 27
+	}
+	if s[64] > 1 {
+		return common.Address{}, inputErr("signature", "has a recovery id other than 27 or 28")
+	}
+	if !crypto.ValidateSignatureValues(s[64], new(big.Int).SetBytes(s[:32]), new(big.Int).SetBytes(s[32:64]), true) {
+		return common.Address{}, inputErr("signature", "has r or s out of range, or a high s")
+	}
+	pub, err := crypto.SigToPub(accounts.TextHash(message), s)
+	if err != nil {
+		return common.Address{}, inputErr("signature", "recovers no public key")
+	}
+	return crypto.PubkeyToAddress(*pub), nil
+}

@@ -495,3 +495,41 @@ func TestSignAsMatchesSign(t *testing.T) {
 		t.Fatalf("zero key: %v", err)
 	}
 }
+
+func TestPersonalSigner(t *testing.T) {
+	priv := bytes.Repeat([]byte{0x42}, 32)
+	addr, err := AddressOf(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("Cachet: change recovery")
+	resp, err := (&Request{Method: MethodPersonalSign, Message: msg, MessageEncoding: "utf-8"}).Sign(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := hexutil.Decode(resp.Data.(*SignatureData).Signature)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := PersonalSigner(msg, sig); err != nil || got != addr {
+		t.Fatalf("PersonalSigner = %s, %v; want %s", got.Hex(), err, addr.Hex())
+	}
+	zeroV := bytes.Clone(sig)
+	zeroV[64] -= 27
+	if got, err := PersonalSigner(msg, zeroV); err != nil || got != addr {
+		t.Fatalf("v in {0,1}: %s, %v", got.Hex(), err)
+	}
+	if got, _ := PersonalSigner([]byte("another message"), sig); got == addr {
+		t.Fatal("a signature over another message recovers the same address")
+	}
+	// The high-S twin of a valid signature: (r, n - s, v ^ 1).
+	n := crypto.S256().Params().N
+	highS := bytes.Clone(sig)
+	new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:64])).FillBytes(highS[32:64])
+	highS[64] = 27 + (sig[64] - 27) ^ 1
+	for name, bad := range map[string][]byte{"high s": highS, "short": sig[:64], "bad v": append(bytes.Clone(sig[:64]), 30)} {
+		if _, err := PersonalSigner(msg, bad); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
