@@ -351,7 +351,7 @@ func (s *Service) checkReleases(ctx context.Context, q querier, limits []release
 		}
 		if n >= l.max {
 			retry := time.UnixMilli(oldest.Int64).Add(s.opts.Embedded.Window).Sub(s.now()).Round(time.Second)
-			return errorf(TooManyRequests, "Too many %s: at most %d per %s %s; try again in %s.", l.what, l.max, s.opts.Embedded.Window, strings.TrimSuffix(l.column, "_id"), retry)
+			return errorf(TooManyRequests, "Too many %s for this %s: at most %d in %s; try again in %s.", l.what, strings.TrimSuffix(l.column, "_id"), l.max, s.opts.Embedded.Window, retry)
 		}
 	}
 	return nil

@@ -252,7 +252,7 @@ func seal(share Share, key []byte, walletID, method string) ([]byte, error) {
 	if err := validEntropyShare(share); err != nil {
 		return nil, err
 	}
-	if err := checkWalletID(walletID); err != nil {
+	if err := CheckWalletID(walletID); err != nil {
 		return nil, err
 	}
 	aead, err := chacha20poly1305.NewX(key)
@@ -273,7 +273,7 @@ func seal(share Share, key []byte, walletID, method string) ([]byte, error) {
 // checkSealed refuses what is not a sealed share before any key is derived,
 // so that garbage does not cost an Argon2id run.
 func checkSealed(sealed []byte, walletID string) error {
-	if err := checkWalletID(walletID); err != nil {
+	if err := CheckWalletID(walletID); err != nil {
 		return err
 	}
 	if len(sealed) == 0 {
@@ -316,11 +316,11 @@ func validEntropyShare(s []byte) error {
 	return Share(s).Valid(len(s) - 1)
 }
 
-// checkWalletID refuses wallet ids that could make RecoveryAAD or
+// CheckWalletID refuses wallet ids that could make RecoveryAAD or
 // ChallengeMessage ambiguous: they must be 1..128 printable ASCII
 // characters other than space and '/' (the server's ids are 24 lower-case
 // letters and digits).
-func checkWalletID(id string) error {
+func CheckWalletID(id string) error {
 	if len(id) == 0 || len(id) > 128 {
 		return fmt.Errorf("recovery: a wallet id is 1..128 characters, not %d", len(id))
 	}

@@ -36,6 +36,7 @@ var commands = []command{
 	{"app", "app create [--name NAME]              print a new app id and secret, and its config entry", runApp},
 	{"keys", "keys generate [--out FILE]            a new P-256 authorization key pair (base64 PKCS#8 / SPKI)", runKeys},
 	{"wallet", "wallet create|get|list|update|archive|rpc|raw-sign ...  call the wallet API (see cachet wallet)", runResource("wallet", walletCommands)},
+	{"device", "device create|recover|set-recovery|sign-message ...  the device's part of an embedded wallet (see cachet device)", runDevice},
 	{"quorum", "quorum create|get|update|delete ...   call the key quorum API (see cachet quorum)", runResource("quorum", quorumCommands)},
 	{"version", "version                               print the version", func(context.Context, []string, io.Writer) error {
 		fmt.Println("cachet", version)
@@ -78,7 +79,9 @@ func main() {
 			}
 			os.Exit(2)
 		}
-		fmt.Fprintf(os.Stderr, "cachet %s: %v\n", c.name, err)
+		// A package named like the command prefixes its errors with its
+		// name too ("device: ..."); say it once.
+		fmt.Fprintf(os.Stderr, "cachet %s: %s\n", c.name, strings.TrimPrefix(err.Error(), c.name+": "))
 		var ee exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
