@@ -5,7 +5,12 @@
 // secret are written to DIR/app.json. Run again on the same directory, it
 // reuses what is there.
 //
-// Everything secret in DIR (PINs, operator identities, the app secret) is
+// It also makes a dev identity provider (an Ed25519 key in DIR/idp that the
+// app's [apps.jwt] trusts, and Token to sign user JWTs with it), so users,
+// user keys and embedded wallets work out of the box.
+//
+// Everything secret in DIR (PINs, operator identities, the app secret, the
+// dev IdP's key) is
 // there in the clear, mode 0600: a dev appliance protects nothing and must
 // never hold real funds.
 package devmode
@@ -228,6 +233,10 @@ func (e *Env) create(ctx context.Context, kind string, o Options) error {
 	if err != nil {
 		return err
 	}
+	jwtSection, err := e.writeIdP(app.ID)
+	if err != nil {
+		return err
+	}
 	cfgText := fmt.Sprintf(`# Cachet dev appliance (cachet dev). Not for real funds: every secret of
 # this appliance is in this directory.
 data_dir = "data"
@@ -245,7 +254,7 @@ format = "text"
 id = %q
 name = "dev"
 secret_hash = %q
-`, e.path("cachet.sock"), os.Getuid(), backendSection, app.ID, app.SecretHash)
+%s`, e.path("cachet.sock"), os.Getuid(), backendSection, app.ID, app.SecretHash, jwtSection)
 	if err := os.WriteFile(e.ConfigPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}
@@ -322,6 +331,7 @@ func (e *Env) Hint() string {
 	fmt.Fprintf(&b, "  curl --unix-socket %s -u %s:$(jq -r .app_secret %s) -H 'privy-app-id: %s' http://localhost/v1/status\n",
 		e.App.Socket, e.App.AppID, e.path("app.json"), e.App.AppID)
 	fmt.Fprintf(&b, "  cachet wallet create --app-file %s --body '{\"chain_type\":\"ethereum\"}'\n", e.path("app.json"))
+	fmt.Fprintf(&b, "  cachet dev token --dir %s --sub alice > alice.jwt   (a user JWT from the dev identity provider)\n", e.Dir)
 	fmt.Fprintf(&b, "  cachet audit verify --config %s   (with the daemon stopped)\n", e.ConfigPath)
 	return b.String()
 }

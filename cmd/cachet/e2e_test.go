@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/hashicorp/vault/shamir"
 
 	"github.com/cachet-custody/cachet/ceremony"
+	"github.com/cachet-custody/cachet/client"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/internal/testhw"
 	"github.com/cachet-custody/cachet/tpm"
@@ -223,6 +225,22 @@ func TestDevAppliance(t *testing.T) {
 			if code != 200 || !st.Root.Match || st.Backend.Kind != kind {
 				t.Fatalf("/v1/status %d %s", code, body)
 			}
+			// The dev identity provider: a user, a JWT from `cachet dev
+			// token`, and an embedded wallet made and used with it.
+			cl := client.New(sock, "http://localhost", app.AppID, app.AppSecret)
+			if _, err := cl.Do(context.Background(), client.Request{Method: "POST", Path: "/v1/users", Body: map[string]any{
+				"linked_accounts": []map[string]string{{"type": "custom_auth", "custom_user_id": "alice"}}}}); err != nil {
+				t.Fatal(err)
+			}
+			jwtFile := writeFile(t, filepath.Join(dir, "..", "alice.jwt"), e.ok("dev", "token", "--dir", dir, "--sub", "alice").stdout, 0o600)
+			phone := filepath.Join(dir, "..", "phone.json")
+			e.ok("device", "create", "--app-file", filepath.Join(dir, "app.json"), "--jwt-file", jwtFile, "--recovery", "automatic", "--device", phone)
+			if r := e.ok("device", "sign-message", "--app-file", filepath.Join(dir, "app.json"), "--jwt-file", jwtFile, "--device", phone, "--message", "hi"); !strings.Contains(r.stdout, "signature") {
+				t.Fatal(r)
+			}
+			if r := e.run("dev", "token", "--dir", dir); r.code != 2 {
+				t.Fatalf("dev token without --sub: %s", r)
+			}
 			if code := d.stop(); code != 0 {
 				t.Fatalf("dev exited %d after SIGTERM:\n%s", code, d.output())
 			}
@@ -263,6 +281,12 @@ func otherKind(k string) string {
 func devSecrets(t *testing.T, dir, appSecret string) map[string][]byte {
 	t.Helper()
 	secrets := map[string][]byte{"app secret": []byte(appSecret)}
+	if b, err := os.ReadFile(filepath.Join(dir, "idp", "dev-idp.key")); err == nil {
+		block, _ := pem.Decode(b)
+		secrets["dev IdP key"] = block.Bytes
+	} else {
+		t.Fatal(err)
+	}
 	for _, f := range []string{"hsm-pin", "hsm-so-pin"} {
 		if b, err := os.ReadFile(filepath.Join(dir, "secrets", f)); err == nil {
 			secrets[f] = bytes.TrimSpace(b)

@@ -27,7 +27,7 @@ type command struct {
 
 var commands = []command{
 	{"serve", "serve --config FILE                  run the daemon", runServe},
-	{"dev", "dev --dir DIR [--backend pkcs11|tpm]   set up (first run) and serve a self-contained dev appliance", runDev},
+	{"dev", "dev --dir DIR [--backend pkcs11|tpm]   set up (first run) and serve a self-contained dev appliance\n  cachet dev token --dir DIR --sub USER [--ttl 1h]\n                                        a user JWT from the dev appliance's identity provider", runDev},
 	{"init", "init --config FILE --operator KEY ... --threshold M --out DIR\n                                        generate the root, provision the hardware, write m-of-n operator shares", runInit},
 	{"restore", "restore --config FILE --share FILE ... --identity FILE ... [--prompt N] [--replace]\n                                        provision new hardware with the root from m shares", runRestore},
 	{"status", "status --config FILE [--json]         backend, root, key generations, store and audit state", runStatus},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/daemon"
@@ -35,6 +36,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 }
 
 func runDev(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "token" {
+		return runDevToken(args[1:], out)
+	}
 	fs := newFlags("dev")
 	dir := fs.String("dir", "", "directory of the dev appliance (created on first use)")
 	backend := fs.String("backend", "", "pkcs11 (SoftHSM) or tpm (swtpm); default pkcs11, or what DIR was set up with")
@@ -59,4 +63,25 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		f.Sync()
 	}
 	return serve(ctx, env.Config)
+}
+
+// runDevToken prints a user JWT signed by the dev appliance's identity
+// provider, for trying users, user keys and embedded wallets.
+func runDevToken(args []string, out io.Writer) error {
+	fs := newFlags("dev token")
+	dir := fs.String("dir", "", "directory of the dev appliance")
+	sub := fs.String("sub", "", "the user's custom_user_id (the JWT's sub)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *sub == "" {
+		return usageError{"--dir DIR and --sub USER are required"}
+	}
+	tok, err := devmode.Token(*dir, *sub, *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, tok)
+	return err
 }
