@@ -547,8 +547,8 @@ func (s *Service) EmbeddedChallenge(ctx context.Context, c Call, id string, body
 type setRecoveryInput struct {
 	UserJWT   string `json:"user_jwt"`
 	Challenge string `json:"challenge"`
-	// Signature is the wallet key's personal_sign signature over
-	// recovery.ChallengeMessage(id, challenge, sha256(payload ciphertext)).
+	// Signature is the wallet key's eth_signTypedData_v4 signature over
+	// recovery.ChallengeTypedData(id, challenge, sha256(payload ciphertext)).
 	Signature string `json:"signature"`
 	// Payload is a recovery.Payload, HPKE-encrypted to the challenge's key.
 	Payload *struct {
@@ -559,8 +559,8 @@ type setRecoveryInput struct {
 }
 
 // SetEmbeddedRecovery is PUT /v1/embedded_wallets/{id}/recovery: the user's
-// JWT, and a signature by the wallet's own key over a fresh challenge and
-// the exact payload, so that only a device holding the key can change how
+// JWT, and an EIP-712 signature by the wallet's own key over a fresh
+// challenge and the exact payload (recovery.ChallengeTypedData), so that only a device holding the key can change how
 // the recovery share is protected. Automatic: the device hands Cachet the
 // recovery share (encrypted to the challenge key), which must combine with
 // the auth share into the wallet's key, and Cachet seals it under the
@@ -600,7 +600,11 @@ func (s *Service) SetEmbeddedRecovery(ctx context.Context, c Call, id string, bo
 		return nil, errorf(Invalid, "challenge: unknown, already used or expired; ask for a new one.")
 	}
 	digest := sha256.Sum256(ct)
-	signer, err := wallet.PersonalSigner([]byte(recovery.ChallengeMessage(id, in.Challenge, digest)), sig)
+	cd, err := recovery.ChallengeDigest(id, in.Challenge, digest)
+	if err != nil {
+		return nil, errorf(Invalid, "challenge: not a valid challenge.")
+	}
+	signer, err := wallet.DigestSigner(cd, sig)
 	if err != nil {
 		return nil, inputError(err)
 	}

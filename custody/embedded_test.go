@@ -15,6 +15,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/hpkebox"
@@ -98,6 +99,21 @@ func (d *testDevice) sign(msg string, a, b string) []byte {
 	return sig
 }
 
+// signTyped signs EIP-712 typed data with the key from two shares.
+func (d *testDevice) signTyped(td apitypes.TypedData, a, b string) []byte {
+	d.e.t.Helper()
+	priv, _, err := wallet.DeriveKey(d.entropy(a, b))
+	if err != nil {
+		d.e.t.Fatal(err)
+	}
+	resp, err := (&wallet.Request{Method: wallet.MethodSignTypedData, TypedData: &td}).Sign(priv)
+	if err != nil {
+		d.e.t.Fatal(err)
+	}
+	sig, _ := hexutil.Decode(resp.Data.(*wallet.SignatureData).Signature)
+	return sig
+}
+
 func (e *env) embeddedCall(path string, body []byte) custody.Call {
 	return e.call(request{method: "POST", path: path, body: body})
 }
@@ -172,7 +188,7 @@ func (e *env) answer(d *testDevice, id, jwt string, ch custody.ChallengeResponse
 		e.t.Fatal(err)
 	}
 	ct, _ := base64.StdEncoding.DecodeString(box.Ciphertext)
-	sig := d.sign(recovery.ChallengeMessage(id, ch.Challenge, sha256.Sum256(ct)), a, b)
+	sig := d.signTyped(recovery.ChallengeTypedData(id, ch.Challenge, sha256.Sum256(ct)), a, b)
 	body := map[string]any{"user_jwt": jwt, "challenge": ch.Challenge, "signature": hexutil.Encode(sig), "payload": box}
 	if tamper != nil {
 		tamper(&body)
@@ -416,6 +432,17 @@ func TestEmbeddedRefusals(t *testing.T) {
 			(*m)["payload"] = box
 		}, custody.Unauthorized},
 		{"challenge of another wallet", "auth", "recovery", b, func(m *map[string]any) { (*m)["challenge"] = "00" }, custody.Invalid},
+		// A device tricked into personal_signing the EIP-712 hash itself
+		// signs another digest (EIP-191 prefixes it): refused.
+		{"personal_sign of the challenge digest", "auth", "recovery", b, func(m *map[string]any) {
+			box := (*m)["payload"].(hpkebox.Box)
+			ct, _ := base64.StdEncoding.DecodeString(box.Ciphertext)
+			cd, err := recovery.ChallengeDigest(id, (*m)["challenge"].(string), sha256.Sum256(ct))
+			if err != nil {
+				t.Fatal(err)
+			}
+			(*m)["signature"] = hexutil.Encode(b.sign(string(cd), "auth", "recovery"))
+		}, custody.Unauthorized},
 		{"bob's JWT", "auth", "recovery", b, func(m *map[string]any) { (*m)["user_jwt"] = p.token("bob", time.Hour, nil) }, custody.NotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

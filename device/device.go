@@ -38,7 +38,6 @@
 package device
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/sha256"
@@ -363,22 +362,14 @@ func SetRecovery(ctx context.Context, c *client.Client, st *State, jwt, method s
 	return uploadRecovery(ctx, c, st, jwt, method, s, dev, auth)
 }
 
-// challengeDomain begins every message a device signs to change its
-// recovery method (recovery.ChallengeMessage). SignMessage refuses to sign
-// a message that begins with it, so that whoever chooses the messages a
-// user signs cannot make the device authorize a change of recovery.
-const challengeDomain = "Cachet embedded wallet "
-
 // SignMessage signs msg with personal_sign (EIP-191) with st's wallet key:
 // it fetches the auth share, combines it with the device share, checks the
 // address, signs, and clears the key. It returns the 0x-hex 65-byte
-// signature. A message that begins like a recovery challenge is refused.
+// signature. (No personal_sign can stand for the EIP-712 signature that
+// authorizes a change of recovery, so any message may be signed.)
 func SignMessage(ctx context.Context, c *client.Client, st *State, jwt string, msg []byte) (string, error) {
 	if err := st.check(); err != nil {
 		return "", err
-	}
-	if bytes.HasPrefix(msg, []byte(challengeDomain)) {
-		return "", fmt.Errorf("device: refusing to sign a message that begins with %q: it could authorize a change of the wallet's recovery", challengeDomain)
 	}
 	dev, auth, err := st.authShare(ctx, c, jwt)
 	if err != nil {
@@ -392,7 +383,7 @@ func SignMessage(ctx context.Context, c *client.Client, st *State, jwt string, m
 		return "", err
 	}
 	defer clear(key)
-	return personalSign(key, msg)
+	return sign(key, &wallet.Request{Method: wallet.MethodPersonalSign, Message: msg, MessageEncoding: "utf-8"})
 }
 
 // authShare fetches the auth share for st's wallet and returns it with the
@@ -524,7 +515,8 @@ func upload(ctx context.Context, c *client.Client, walletID, jwt string, key []b
 	if err != nil {
 		return nil, err
 	}
-	sig, err := personalSign(key, []byte(recovery.ChallengeMessage(walletID, ch.Challenge, sha256.Sum256(ct))))
+	td := recovery.ChallengeTypedData(walletID, ch.Challenge, sha256.Sum256(ct))
+	sig, err := sign(key, &wallet.Request{Method: wallet.MethodSignTypedData, TypedData: &td})
 	if err != nil {
 		return nil, err
 	}
@@ -553,16 +545,16 @@ func checkChallenge(ch string) error {
 	return nil
 }
 
-// personalSign signs msg (utf-8) with the 32-byte secp256k1 key and
-// returns the 0x-hex signature.
-func personalSign(key, msg []byte) (string, error) {
-	resp, err := (&wallet.Request{Method: wallet.MethodPersonalSign, Message: msg, MessageEncoding: "utf-8"}).Sign(key)
+// sign signs a personal_sign or typed-data request with the 32-byte
+// secp256k1 key and returns the 0x-hex signature.
+func sign(key []byte, r *wallet.Request) (string, error) {
+	resp, err := r.Sign(key)
 	if err != nil {
-		return "", fmt.Errorf("device: personal_sign: %w", err)
+		return "", fmt.Errorf("device: %s: %w", r.Method, err)
 	}
 	sd, ok := resp.Data.(*wallet.SignatureData)
 	if !ok {
-		return "", fmt.Errorf("device: personal_sign returned %T", resp.Data)
+		return "", fmt.Errorf("device: %s returned %T", r.Method, resp.Data)
 	}
 	return sd.Signature, nil
 }

@@ -154,24 +154,6 @@ func TestWrongWallet(t *testing.T) {
 	sign(t, c, st, "alice", "x")
 }
 
-// A device never signs what could pass for a recovery challenge.
-func TestSignRefusesChallenge(t *testing.T) {
-	f, c := newFake(t)
-	st, err := device.Create(ctx, c, "alice", recovery.MethodAutomatic, device.Secret{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := len(f.requests())
-	var digest [32]byte
-	msg := recovery.ChallengeMessage(st.WalletID, "00112233445566778899aabbccddeeff", digest)
-	if _, err := device.SignMessage(ctx, c, st, "alice", []byte(msg)); err == nil {
-		t.Fatal("signed a challenge message")
-	}
-	if len(f.requests()) != n {
-		t.Fatal("a refused message still fetched the auth share")
-	}
-}
-
 // Every change of method, each followed by a recovery on a new device.
 func TestSetRecovery(t *testing.T) {
 	_, c := newFake(t)

@@ -215,7 +215,11 @@ func (f *fakeServer) route(method string, parts []string, body map[string]any) (
 		if err != nil {
 			return nil, &apiErr{400, "invalid_data"}
 		}
-		signer, err := wallet.PersonalSigner([]byte(recovery.ChallengeMessage(w.id, str("challenge"), sha256.Sum256(ct))), sig)
+		cd, err := recovery.ChallengeDigest(w.id, str("challenge"), sha256.Sum256(ct))
+		if err != nil {
+			return nil, &apiErr{400, "invalid_data"}
+		}
+		signer, err := wallet.DigestSigner(cd, sig)
 		if err != nil || signer != common.HexToAddress(w.address) {
 			return nil, &apiErr{401, "unauthorized"}
 		}

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 )
 
 // Recovery methods: how a wallet's recovery share is protected.
@@ -32,23 +34,46 @@ func ValidMethod(m string) bool {
 	return false
 }
 
-// ChallengeMessage returns the text a device signs (EIP-191 personal_sign
-// with the wallet's own key) to authorize a change of its recovery method:
-//
-//	Cachet embedded wallet <walletID>: change recovery
-//	challenge: <challenge>
-//	payload sha256: <64 lower-case hex digits>
-//
-// It binds the wallet, the server's one-time challenge and the SHA-256 of
-// the exact (HPKE-encrypted) payload the device uploads, so whoever relays
-// the request can neither replay the signature (the challenge is spent)
-// nor swap the payload (the digest would differ). walletID and challenge
-// are the server's own identifiers, which hold no newline; the server
-// builds the message from its stored values, never from the request's.
-func ChallengeMessage(walletID, challenge string, payloadDigest [32]byte) string {
-	return "Cachet embedded wallet " + walletID + ": change recovery\n" +
-		"challenge: " + challenge + "\n" +
-		"payload sha256: " + hex.EncodeToString(payloadDigest[:])
+// The EIP-712 domain of recovery changes. A domain of its own keeps this
+// signature apart from anything else an app may ask the device to sign: no
+// personal_sign (EIP-191 version 0x45) can stand for it, and a wallet that
+// shows typed data names what is being authorized.
+const (
+	ChallengeDomainName    = "Cachet embedded wallet recovery"
+	ChallengeDomainVersion = "1"
+	challengeType          = "RecoveryChange"
+)
+
+// ChallengeTypedData returns the EIP-712 typed data a device signs
+// (eth_signTypedData_v4, with the wallet's own key) to authorize a change
+// of its recovery method. It binds the wallet, the server's one-time
+// challenge and the SHA-256 of the exact (HPKE-encrypted) payload the
+// device uploads, so whoever relays the request can neither replay the
+// signature (the challenge is spent) nor swap the payload (the digest would
+// differ). It has no chain id: it authorizes nothing on any chain.
+func ChallengeTypedData(walletID, challenge string, payloadDigest [32]byte) apitypes.TypedData {
+	return apitypes.TypedData{
+		Types: apitypes.Types{
+			"EIP712Domain": {{Name: "name", Type: "string"}, {Name: "version", Type: "string"}},
+			challengeType:  {{Name: "wallet", Type: "string"}, {Name: "challenge", Type: "string"}, {Name: "payloadSha256", Type: "bytes32"}},
+		},
+		PrimaryType: challengeType,
+		Domain:      apitypes.TypedDataDomain{Name: ChallengeDomainName, Version: ChallengeDomainVersion},
+		Message: apitypes.TypedDataMessage{
+			"wallet": walletID, "challenge": challenge, "payloadSha256": "0x" + hex.EncodeToString(payloadDigest[:]),
+		},
+	}
+}
+
+// ChallengeDigest is the EIP-712 hash of ChallengeTypedData: what the
+// wallet's key signs. The server builds it from its own stored ids, never
+// from the request's.
+func ChallengeDigest(walletID, challenge string, payloadDigest [32]byte) ([]byte, error) {
+	h, _, err := apitypes.TypedDataAndHash(ChallengeTypedData(walletID, challenge, payloadDigest))
+	if err != nil {
+		return nil, fmt.Errorf("recovery: challenge digest: %w", err)
+	}
+	return h, nil
 }
 
 // Payload is the plaintext (JSON) of the payload a device HPKE-encrypts to

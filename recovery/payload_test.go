@@ -1,11 +1,15 @@
 package recovery
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/ethereum/go-ethereum/accounts"
+	"github.com/ethereum/go-ethereum/crypto"
 )
 
 func TestValidMethod(t *testing.T) {
@@ -21,25 +25,42 @@ func TestValidMethod(t *testing.T) {
 	}
 }
 
-func TestChallengeMessage(t *testing.T) {
+// The challenge digest is EIP-712's, computed here from the specification's
+// formulas with Keccak-256 alone: hashStruct of the message under the
+// domain separator, after 0x19 0x01.
+func TestChallengeDigest(t *testing.T) {
 	digest := sha256.Sum256([]byte("payload"))
-	got := ChallengeMessage("clx0abcdefghijklmnopqrst", "ch_0123456789", digest)
-	const want = "Cachet embedded wallet clx0abcdefghijklmnopqrst: change recovery\n" +
-		"challenge: ch_0123456789\n" +
-		"payload sha256: 239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5"
-	if got != want {
-		t.Errorf("ChallengeMessage =\n%q\nwant\n%q", got, want)
+	got, err := ChallengeDigest("clx0abcdefghijklmnopqrst", "00112233445566778899aabbccddeeff", digest)
+	if err != nil {
+		t.Fatal(err)
 	}
-	other := digest
-	other[31] ^= 1
-	if ChallengeMessage("clx0abcdefghijklmnopqrst", "ch_0123456789", other) == got {
-		t.Error("different digests give the same message")
+	k := func(parts ...[]byte) []byte { return crypto.Keccak256(parts...) }
+	domain := k(k([]byte("EIP712Domain(string name,string version)")), k([]byte("Cachet embedded wallet recovery")), k([]byte("1")))
+	msg := k(k([]byte("RecoveryChange(string wallet,string challenge,bytes32 payloadSha256)")),
+		k([]byte("clx0abcdefghijklmnopqrst")), k([]byte("00112233445566778899aabbccddeeff")), digest[:])
+	want := k([]byte{0x19, 0x01}, domain, msg)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("ChallengeDigest = %x, want %x", got, want)
 	}
-	if ChallengeMessage("clx0abcdefghijklmnopqrst", "ch_other", digest) == got {
-		t.Error("different challenges give the same message")
+	for name, d := range map[string]func() ([]byte, error){
+		"digest": func() ([]byte, error) {
+			o := digest
+			o[31] ^= 1
+			return ChallengeDigest("clx0abcdefghijklmnopqrst", "00112233445566778899aabbccddeeff", o)
+		},
+		"challenge": func() ([]byte, error) { return ChallengeDigest("clx0abcdefghijklmnopqrst", "ff", digest) },
+		"wallet": func() ([]byte, error) {
+			return ChallengeDigest("clx0other", "00112233445566778899aabbccddeeff", digest)
+		},
+	} {
+		if o, _ := d(); bytes.Equal(o, got) {
+			t.Errorf("another %s gives the same digest", name)
+		}
 	}
-	if ChallengeMessage("clx0other", "ch_0123456789", digest) == got {
-		t.Error("different wallets give the same message")
+	// No personal_sign message hashes to it: EIP-191 version 0x45 and
+	// EIP-712 (0x19 0x01) never share a preimage prefix.
+	if bytes.Equal(accounts.TextHash(got), got) {
+		t.Fatal("impossible")
 	}
 }
 

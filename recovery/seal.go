@@ -317,7 +317,7 @@ func validEntropyShare(s []byte) error {
 }
 
 // CheckWalletID refuses wallet ids that could make RecoveryAAD or
-// ChallengeMessage ambiguous: they must be 1..128 printable ASCII
+// ChallengeTypedData ambiguous: they must be 1..128 printable ASCII
 // characters other than space and '/' (the server's ids are 24 lower-case
 // letters and digits).
 func CheckWalletID(id string) error {

@@ -10,9 +10,9 @@
 //     random secret kept in the user's cloud account, so that the server
 //     stores it without being able to open it (SealWithPassword,
 //     SealWithSecret and their Open counterparts);
-//   - the recovery methods, the message a device signs to change its method
-//     (ChallengeMessage) and the plaintext of the payload it uploads for the
-//     change (Payload).
+//   - the recovery methods, the EIP-712 typed data a device signs to change
+//     its method (ChallengeTypedData) and the plaintext of the payload it
+//     uploads for the change (Payload).
 //
 // The server (package custody) and the device reference client both import
 // it, so every byte layout and every limit lives here exactly once. Nothing

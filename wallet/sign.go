@@ -247,6 +247,16 @@ func (r *Request) signAuthorization(k *ecdsa.PrivateKey) (*Response, error) {
 // S is refused, as Ethereum clients refuse it (EIP-2), so that each message
 // has one valid signature per key.
 func PersonalSigner(message []byte, sig []byte) (common.Address, error) {
+	return DigestSigner(accounts.TextHash(message), sig)
+}
+
+// DigestSigner returns the address whose key signed the 32-byte digest, a
+// signature in the form Sign returns, with PersonalSigner's checks. Use it
+// for an EIP-712 hash (apitypes.TypedDataAndHash).
+func DigestSigner(digest []byte, sig []byte) (common.Address, error) {
+	if len(digest) != 32 {
+		return common.Address{}, inputErr("digest", "must be 32 bytes")
+	}
 	if len(sig) != crypto.SignatureLength {
 		return common.Address{}, inputErr("signature", "must be 65 bytes (r, s, v)")
 	}
@@ -260,7 +270,7 @@ func PersonalSigner(message []byte, sig []byte) (common.Address, error) {
 	if !crypto.ValidateSignatureValues(s[64], new(big.Int).SetBytes(s[:32]), new(big.Int).SetBytes(s[32:64]), true) {
 		return common.Address{}, inputErr("signature", "has r or s out of range, or a high s")
 	}
-	pub, err := crypto.SigToPub(accounts.TextHash(message), s)
+	pub, err := crypto.SigToPub(digest, s)
 	if err != nil {
 		return common.Address{}, inputErr("signature", "recovers no public key")
 	}
