@@ -181,6 +181,21 @@ func (s *Service) usersEmbedded(ctx context.Context, c Call, id, token string) (
 	return user, w, nil
 }
 
+// deviceRequest reads a device request on a wallet: the device's key, and
+// the user of the JWT with the wallet, which must be that user's.
+func (s *Service) deviceRequest(ctx context.Context, c Call, id string, body []byte) (*ecdh.PublicKey, User, *storedEmbedded, error) {
+	var in deviceInput
+	if err := DecodeBody(body, &in); err != nil {
+		return nil, User{}, nil, err
+	}
+	dev, err := recipientKey("device_public_key", in.DevicePublicKey)
+	if err != nil {
+		return nil, User{}, nil, err
+	}
+	user, w, err := s.usersEmbedded(ctx, c, id, in.UserJWT)
+	return dev, user, w, err
+}
+
 // seal seals a share through the hardware and names a failure without the
 // share.
 func (s *Service) sealShare(ctx context.Context, purpose keys.Purpose, share []byte, id, part string) ([]byte, error) {
@@ -392,15 +407,7 @@ func (s *Service) release(ctx context.Context, c Call, w *storedEmbedded, kind s
 // encryption of the recovery share with its KDF parameters, all encrypted
 // to the device.
 func (s *Service) RecoverEmbeddedWallet(ctx context.Context, c Call, id string, body []byte) (json.RawMessage, error) {
-	var in deviceInput
-	if err := DecodeBody(body, &in); err != nil {
-		return nil, err
-	}
-	dev, err := recipientKey("device_public_key", in.DevicePublicKey)
-	if err != nil {
-		return nil, err
-	}
-	user, w, err := s.usersEmbedded(ctx, c, id, in.UserJWT)
+	dev, user, w, err := s.deviceRequest(ctx, c, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -457,15 +464,7 @@ func (s *Service) RecoverEmbeddedWallet(ctx context.Context, c Call, id string, 
 // the key for a signature (Privy's devices fetch it the same way on
 // login). Rate limited per wallet.
 func (s *Service) EmbeddedAuthShare(ctx context.Context, c Call, id string, body []byte) (json.RawMessage, error) {
-	var in deviceInput
-	if err := DecodeBody(body, &in); err != nil {
-		return nil, err
-	}
-	dev, err := recipientKey("device_public_key", in.DevicePublicKey)
-	if err != nil {
-		return nil, err
-	}
-	_, w, err := s.usersEmbedded(ctx, c, id, in.UserJWT)
+	dev, _, w, err := s.deviceRequest(ctx, c, id, body)
 	if err != nil {
 		return nil, err
 	}
