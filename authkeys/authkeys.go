@@ -37,33 +37,27 @@ import (
 	"unicode/utf8"
 
 	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 )
 
-// Kind classifies an error for the HTTP edge.
-type Kind int
+// Kind classifies an error for the HTTP edge (package apierr).
+type Kind = apierr.Kind
 
 // Error kinds.
 const (
-	Invalid     Kind = iota + 1 // 400 invalid_data
-	Forbidden                   // 403 forbidden
-	NotFound                    // 404 not_found
-	RateLimited                 // 429 too_many_requests
+	Invalid     = apierr.Invalid         // 400 invalid_data
+	Forbidden   = apierr.Forbidden       // 403 forbidden
+	NotFound    = apierr.NotFound        // 404 not_found
+	RateLimited = apierr.TooManyRequests // 429 too_many_requests
 )
 
 // Error is a refusal the caller may see.
-type Error struct {
-	Kind    Kind
-	Message string
-}
+type Error = apierr.Error
 
-func (e *Error) Error() string { return e.Message }
-
-func errorf(k Kind, format string, args ...any) *Error {
-	return &Error{Kind: k, Message: fmt.Sprintf(format, args...)}
-}
+func errorf(k Kind, format string, args ...any) *Error { return apierr.Errorf(k, format, args...) }
 
 // Caller is the local process asking, as the kernel reported it.
 type Caller struct {

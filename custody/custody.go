@@ -25,43 +25,32 @@ import (
 	"time"
 
 	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
 
-// Kind classifies an error for the HTTP edge.
-type Kind int
+// Kind classifies an error for the HTTP edge (package apierr).
+type Kind = apierr.Kind
 
 // Error kinds, each mapped to one Privy error code.
 const (
-	Invalid         Kind = iota + 1 // 400 invalid_data
-	Unauthorized                    // 401 unauthorized
-	Forbidden                       // 403 forbidden
-	NotFound                        // 404 not_found
-	Conflict                        // 409 resource_conflict
-	PolicyViolation                 // 403 policy_violation
-	Unavailable                     // 503: a dependency (chain node) did not answer
-	TooManyRequests                 // 429 too_many_requests: a rate limit
+	Invalid         = apierr.Invalid
+	Unauthorized    = apierr.Unauthorized
+	Forbidden       = apierr.Forbidden
+	NotFound        = apierr.NotFound
+	Conflict        = apierr.Conflict
+	PolicyViolation = apierr.PolicyViolation
+	Unavailable     = apierr.Unavailable
+	TooManyRequests = apierr.TooManyRequests
 )
 
 // Error is a refusal the caller may see. Message never holds a secret.
-type Error struct {
-	Kind    Kind
-	Message string
-	// Rule names the deciding policy rule of a PolicyViolation.
-	RuleID, RuleName string
-	// Audited is set when the refusal is already in the audit log (with
-	// its policy trace), so the edge does not record it again.
-	Audited bool
-}
+type Error = apierr.Error
 
-func (e *Error) Error() string { return e.Message }
-
-func errorf(k Kind, format string, args ...any) *Error {
-	return &Error{Kind: k, Message: fmt.Sprintf(format, args...)}
-}
+func errorf(k Kind, format string, args ...any) *Error { return apierr.Errorf(k, format, args...) }
 
 // Signed is the authorization part of a request: the canonical payload the
 // SDK signed (built by the edge with quorum.Payload), the signatures from

@@ -222,6 +222,17 @@ func (s *Service) unsealShare(ctx context.Context, purpose keys.Purpose, sealed 
 	return recovery.Share(b), nil
 }
 
+// shareFor unseals a stored share and encrypts it to the device, clearing
+// the plaintext.
+func (s *Service) shareFor(ctx context.Context, dev *ecdh.PublicKey, purpose keys.Purpose, sealed []byte, id, part string) (*hpkebox.Box, error) {
+	share, err := s.unsealShare(ctx, purpose, sealed, id, part)
+	if err != nil {
+		return nil, err
+	}
+	defer zeroShares(share)
+	return boxFor(dev, share)
+}
+
 // boxFor encrypts a share (or other device-bound bytes) to the device.
 func boxFor(dev *ecdh.PublicKey, b []byte) (*hpkebox.Box, error) {
 	box, err := hpkebox.SealBox(dev, b)
@@ -421,25 +432,14 @@ func (s *Service) RecoverEmbeddedWallet(ctx context.Context, c Call, id string, 
 	if err := s.checkReleases(ctx, s.st, limits); err != nil {
 		return nil, err
 	}
-	auth, err := s.unsealShare(ctx, keys.PurposeWallet, w.sealedAuth, id, "auth")
-	if err != nil {
-		return nil, err
-	}
-	defer zeroShares(auth)
 	var out EmbeddedRelease
-	if out.AuthShare, err = boxFor(dev, auth); err != nil {
+	if out.AuthShare, err = s.shareFor(ctx, dev, keys.PurposeWallet, w.sealedAuth, id, "auth"); err != nil {
 		return nil, err
 	}
 	shares := []string{"auth"}
 	switch w.RecoveryMethod {
 	case recovery.MethodAutomatic:
-		rec, err := s.unsealShare(ctx, keys.PurposeRecovery, w.sealedRecovery, id, "recovery")
-		if err != nil {
-			return nil, err
-		}
-		out.RecoveryShare, err = boxFor(dev, rec)
-		zeroShares(rec)
-		if err != nil {
+		if out.RecoveryShare, err = s.shareFor(ctx, dev, keys.PurposeRecovery, w.sealedRecovery, id, "recovery"); err != nil {
 			return nil, err
 		}
 		shares = append(shares, "recovery")
@@ -472,13 +472,8 @@ func (s *Service) EmbeddedAuthShare(ctx context.Context, c Call, id string, body
 	if err := s.checkReleases(ctx, s.st, limits); err != nil {
 		return nil, err
 	}
-	auth, err := s.unsealShare(ctx, keys.PurposeWallet, w.sealedAuth, id, "auth")
-	if err != nil {
-		return nil, err
-	}
-	defer zeroShares(auth)
 	var out EmbeddedRelease
-	if out.AuthShare, err = boxFor(dev, auth); err != nil {
+	if out.AuthShare, err = s.shareFor(ctx, dev, keys.PurposeWallet, w.sealedAuth, id, "auth"); err != nil {
 		return nil, err
 	}
 	return s.release(ctx, c, w, releaseAuthShare, limits, dev, []string{"auth"}, out)

@@ -458,22 +458,10 @@ func (s *Service) DeletePolicy(ctx context.Context, c Call, id string) (json.Raw
 			if _, err := s.ownedPolicy(ctx, tx, c, id); err != nil {
 				return nil, err
 			}
-			var wallets []string
-			rows, err := tx.Query(`SELECT id FROM wallets WHERE archived_at IS NULL AND (
-				EXISTS (SELECT 1 FROM json_each(policy_ids) WHERE value = ?) OR
-				EXISTS (SELECT 1 FROM json_each(additional_signers) s, json_each(s.value, '$.override_policy_ids') o WHERE o.value = ?))`, id, id)
+			wallets, err := queryIDs(ctx, txq{tx}, `SELECT id FROM wallets WHERE archived_at IS NULL AND (
+				EXISTS (SELECT 1 FROM json_each(policy_ids) WHERE value = ?1) OR
+				EXISTS (SELECT 1 FROM json_each(additional_signers) s, json_each(s.value, '$.override_policy_ids') o WHERE o.value = ?1))`, id)
 			if err != nil {
-				return nil, err
-			}
-			for rows.Next() {
-				var w string
-				if err := rows.Scan(&w); err != nil {
-					rows.Close()
-					return nil, err
-				}
-				wallets = append(wallets, w)
-			}
-			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 				return nil, err
 			}
 			if len(wallets) > 0 {

@@ -499,58 +499,43 @@ func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, 
 // signing with it, live policies, condition sets and aggregations it owns,
 // and parent quorums.
 func (s *Service) quorumReferrers(ctx context.Context, q querier, id string) ([]string, error) {
+	uses := []struct{ name, query string }{
+		{"wallet", `SELECT id FROM wallets WHERE archived_at IS NULL AND (owner_id = ?1 OR EXISTS
+			(SELECT 1 FROM json_each(additional_signers) WHERE json_extract(value, '$.signer_id') = ?1))`},
+		{"policy", `SELECT id FROM policies WHERE owner_id = ? AND deleted_at IS NULL`},
+		{"condition set", `SELECT id FROM condition_sets WHERE owner_id = ? AND deleted_at IS NULL`},
+		{"aggregation", `SELECT id FROM aggregations WHERE owner_id = ? AND deleted_at IS NULL`},
+		{"key quorum", `SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
+			WHERE m.child_id = ? AND k.deleted_at IS NULL`},
+	}
 	var out []string
-	rows, err := q.QueryContext(ctx, `SELECT id FROM wallets WHERE archived_at IS NULL AND (owner_id = ? OR EXISTS
-		(SELECT 1 FROM json_each(additional_signers) WHERE json_extract(value, '$.signer_id') = ?))`, id, id)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var w string
-		if err := rows.Scan(&w); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, "wallet "+w)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, err
-	}
-	for _, owned := range []struct{ table, name string }{
-		{"policies", "policy"}, {"condition_sets", "condition set"}, {"aggregations", "aggregation"},
-	} {
-		rows, err := q.QueryContext(ctx, `SELECT id FROM `+owned.table+` WHERE owner_id = ? AND deleted_at IS NULL`, id)
+	for _, u := range uses {
+		ids, err := queryIDs(ctx, q, u.query, id)
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			var r string
-			if err := rows.Scan(&r); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out = append(out, owned.name+" "+r)
+		for _, r := range ids {
+			out = append(out, u.name+" "+r)
 		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return nil, err
-		}
-	}
-	rows, err = q.QueryContext(ctx, `SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
-		WHERE m.child_id = ? AND k.deleted_at IS NULL`, id)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, "key quorum "+p)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, err
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// queryIDs runs a query whose rows are one string each.
+func queryIDs(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, errors.Join(rows.Err(), rows.Close())
 }

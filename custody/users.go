@@ -315,49 +315,29 @@ func (s *Service) DeleteUser(ctx context.Context, c Call, id string) (json.RawMe
 // list the user, and whatever uses the implicit quorum of a resource the
 // user owns.
 func (s *Service) userUses(ctx context.Context, q querier, app, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT k.id, k.implicit FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
-		WHERE m.user_id = ? AND k.app_id = ? AND k.deleted_at IS NULL ORDER BY k.id`, userID, app)
-	if err != nil {
-		return nil, err
-	}
-	type member struct {
-		id       string
-		implicit bool
-	}
-	var ms []member
-	for rows.Next() {
-		var m member
-		if err := rows.Scan(&m.id, &m.implicit); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ms = append(ms, m)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, err
-	}
 	var out []string
-	ews, err := q.QueryContext(ctx, `SELECT id FROM embedded_wallets WHERE user_id = ? AND app_id = ? ORDER BY rowid`, userID, app)
+	embedded, err := queryIDs(ctx, q, `SELECT id FROM embedded_wallets WHERE user_id = ? AND app_id = ? ORDER BY rowid`, userID, app)
 	if err != nil {
 		return nil, err
 	}
-	for ews.Next() {
-		var id string
-		if err := ews.Scan(&id); err != nil {
-			ews.Close()
-			return nil, err
-		}
+	for _, id := range embedded {
 		out = append(out, "embedded wallet "+id)
 	}
-	if err := errors.Join(ews.Err(), ews.Close()); err != nil {
+	member := `SELECT k.id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
+		WHERE m.user_id = ? AND k.app_id = ? AND k.deleted_at IS NULL AND k.implicit = ? ORDER BY k.id`
+	explicit, err := queryIDs(ctx, q, member, userID, app, 0)
+	if err != nil {
 		return nil, err
 	}
-	for _, m := range ms {
-		if !m.implicit {
-			out = append(out, "key quorum "+m.id)
-			continue
-		}
-		refs, err := s.quorumReferrers(ctx, q, m.id)
+	for _, id := range explicit {
+		out = append(out, "key quorum "+id)
+	}
+	implicit, err := queryIDs(ctx, q, member, userID, app, 1)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range implicit {
+		refs, err := s.quorumReferrers(ctx, q, id)
 		if err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/quorum"
 )
 
@@ -138,31 +139,31 @@ func actor(ctx context.Context) string {
 
 // apiError maps errors of the wallet API's packages to the API shape, once.
 func apiError(err error) error {
-	var ce *custody.Error
+	var ce *apierr.Error // custody's and authkeys' refusals
 	var qi *quorum.InputError
 	var qa *quorum.AuthError
 	switch {
 	case errors.As(err, &ce):
 		switch ce.Kind {
-		case custody.Invalid:
+		case apierr.Invalid:
 			return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidData, Message: ce.Message}
-		case custody.Unauthorized:
+		case apierr.Unauthorized:
 			return &APIError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: ce.Message}
-		case custody.Forbidden:
+		case apierr.Forbidden:
 			return &APIError{Status: http.StatusForbidden, Code: CodeForbidden, Message: ce.Message}
-		case custody.NotFound:
+		case apierr.NotFound:
 			return &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: ce.Message}
-		case custody.Conflict:
+		case apierr.Conflict:
 			return &APIError{Status: http.StatusConflict, Code: CodeConflict, Message: ce.Message}
-		case custody.PolicyViolation:
+		case apierr.PolicyViolation:
 			msg := ce.Message
 			if ce.RuleID != "" {
 				msg = fmt.Sprintf("%s (rule %s %q)", msg, ce.RuleID, ce.RuleName)
 			}
 			return &APIError{Status: http.StatusForbidden, Code: CodePolicyViolation, Message: msg, Audited: ce.Audited}
-		case custody.Unavailable:
+		case apierr.Unavailable:
 			return &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable, Message: ce.Message}
-		case custody.TooManyRequests:
+		case apierr.TooManyRequests:
 			return &APIError{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: ce.Message}
 		}
 	case errors.As(err, &qi):

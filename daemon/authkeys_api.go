@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/cachet-custody/cachet/authkeys"
@@ -28,24 +27,6 @@ func caller(r *http.Request) authkeys.Caller {
 	return c
 }
 
-func authKeyError(err error) error {
-	var ae *authkeys.Error
-	if !errors.As(err, &ae) {
-		return err
-	}
-	switch ae.Kind {
-	case authkeys.Invalid:
-		return &APIError{Status: http.StatusBadRequest, Code: CodeInvalidData, Message: ae.Message}
-	case authkeys.Forbidden:
-		return &APIError{Status: http.StatusForbidden, Code: CodeForbidden, Message: ae.Message}
-	case authkeys.NotFound:
-		return &APIError{Status: http.StatusNotFound, Code: CodeNotFound, Message: ae.Message}
-	case authkeys.RateLimited:
-		return &APIError{Status: http.StatusTooManyRequests, Code: CodeTooManyRequests, Message: ae.Message}
-	}
-	return err
-}
-
 func (s *Server) createAuthKey(w http.ResponseWriter, r *http.Request) error {
 	_, body, err := s.call(r)
 	if err != nil {
@@ -57,25 +38,25 @@ func (s *Server) createAuthKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	app, _ := AppFrom(r.Context())
 	k, err := s.deps.AuthKeys.Create(r.Context(), app.ID, caller(r), in)
-	return get(w, k, authKeyError(err))
+	return get(w, k, apiError(err))
 }
 
 func (s *Server) listAuthKeys(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
 	ks, err := s.deps.AuthKeys.List(r.Context(), app.ID)
-	return get(w, map[string]any{"data": ks}, authKeyError(err))
+	return get(w, map[string]any{"data": ks}, apiError(err))
 }
 
 func (s *Server) getAuthKey(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
 	k, err := s.deps.AuthKeys.Get(r.Context(), app.ID, r.PathValue("id"))
-	return get(w, k, authKeyError(err))
+	return get(w, k, apiError(err))
 }
 
 func (s *Server) deleteAuthKey(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
 	k, err := s.deps.AuthKeys.Delete(r.Context(), app.ID, caller(r), r.PathValue("id"))
-	return get(w, k, authKeyError(err))
+	return get(w, k, apiError(err))
 }
 
 func (s *Server) signWithAuthKey(w http.ResponseWriter, r *http.Request) error {
@@ -89,5 +70,5 @@ func (s *Server) signWithAuthKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	app, _ := AppFrom(r.Context())
 	sig, err := s.deps.AuthKeys.Sign(r.Context(), app.ID, caller(r), r.PathValue("id"), in)
-	return get(w, map[string]string{"signature": sig}, authKeyError(err))
+	return get(w, map[string]string{"signature": sig}, apiError(err))
 }

@@ -143,18 +143,12 @@ func (a *apiFlags) do(ctx context.Context, out io.Writer, method, path string) e
 		ks = append(ks, k)
 	}
 	req := client.Request{Method: method, Path: path, Keys: ks, IdempotencyKey: *a.idem}
-	if b := *a.body; b != "" {
-		if strings.HasPrefix(b, "@") {
-			raw, err := os.ReadFile(b[1:])
-			if err != nil {
-				return err
-			}
-			b = string(raw)
+	if *a.body != "" {
+		body, err := readBody(*a.body)
+		if err != nil {
+			return err
 		}
-		if !json.Valid([]byte(b)) {
-			return usageError{"--body is not valid JSON"}
-		}
-		req.Body = json.RawMessage(b)
+		req.Body = body
 	}
 	resp, err := c.Do(ctx, req)
 	if err != nil {
@@ -162,9 +156,7 @@ func (a *apiFlags) do(ctx context.Context, out io.Writer, method, path string) e
 	}
 	var pretty any
 	if json.Unmarshal(resp.Body, &pretty) == nil {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(pretty)
+		return printJSON(out, pretty)
 	}
 	_, err = out.Write(resp.Body)
 	return err
@@ -254,18 +246,10 @@ func runKeysSign(ctx context.Context, args []string, out io.Writer) error {
 		hdr["privy-app-id"] = c.AppID
 	}
 	body := json.RawMessage(`""`)
-	if b := *a.body; b != "" {
-		if strings.HasPrefix(b, "@") {
-			raw, err := os.ReadFile(b[1:])
-			if err != nil {
-				return err
-			}
-			b = string(raw)
+	if *a.body != "" {
+		if body, err = readBody(*a.body); err != nil {
+			return err
 		}
-		if !json.Valid([]byte(b)) {
-			return usageError{"--body is not valid JSON"}
-		}
-		body = json.RawMessage(b)
 	}
 	resp, err := c.Do(ctx, client.Request{Method: http.MethodPost, Path: "/v1/authorization_keys/" + key + "/sign",
 		Body: map[string]any{"method": method, "url": url, "body": body, "headers": hdr}})
@@ -334,4 +318,19 @@ func runResource(name string, cmds []resourceCommand) func(context.Context, []st
 		}
 		return usage()
 	}
+}
+
+// readBody reads a --body flag: JSON, or @FILE holding it.
+func readBody(b string) (json.RawMessage, error) {
+	if strings.HasPrefix(b, "@") {
+		raw, err := os.ReadFile(b[1:])
+		if err != nil {
+			return nil, err
+		}
+		b = string(raw)
+	}
+	if !json.Valid([]byte(b)) {
+		return nil, usageError{"--body is not valid JSON"}
+	}
+	return json.RawMessage(b), nil
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -172,9 +171,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(out, st)
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "backend\t%s\n", st.Backend.Kind)
@@ -254,9 +251,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		if errors.As(err, &ce) {
 			res["first_bad_seq"], res["reason"] = ce.Seq, ce.Reason
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		enc.Encode(res)
+		printJSON(out, res)
 	}
 	if err != nil {
 		if errors.As(err, &ce) {

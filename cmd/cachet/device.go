@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -177,12 +176,6 @@ type walletJSON struct {
 	Address        string `json:"address"`
 	RecoveryMethod string `json:"recovery_method"`
 	Status         string `json:"status"`
-}
-
-func printJSON(out io.Writer, v any) error {
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func printState(out io.Writer, st *device.State) error {

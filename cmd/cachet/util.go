@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"sort"
 
 	"github.com/cachet-custody/cachet/config"
@@ -19,4 +21,11 @@ func sortedKeys(m map[string]string) []string {
 
 func openStoreOnly(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	return store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers})
+}
+
+// printJSON writes v as indented JSON, as every command's --json output.
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
