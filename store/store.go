@@ -92,7 +92,7 @@ type Store struct {
 	writeTimeout time.Duration
 	minFree      uint64
 	beforeCommit func()
-	files        []fileID           // identities of the files SQLite holds open (health.go)
+	files        []fileID // identities of the files SQLite holds open (health.go)
 	health       atomic.Pointer[healthState]
 	probeN       atomic.Uint64
 
