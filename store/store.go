@@ -343,6 +343,13 @@ func (s *Store) commit(batch []*request) {
 			}
 		}
 	}
+	// After the files changed under the handle nothing more is written:
+	// a frame appended now could land in a WAL that a rescued copy of the
+	// database would later replay.
+	if h := s.health.Load(); h.sticky {
+		fail(h.err)
+		return
+	}
 	ctx := context.Background()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
