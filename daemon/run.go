@@ -53,6 +53,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return fmt.Errorf("refusing to serve: key backend: %w", err)
 	}
+	// Every page is read once: a damaged page is refused here, not served
+	// as healthy.
+	if err := o.Store.QuickCheck(ctx); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
 	pub, err := o.Backend.AuthKey(ctx, keys.AuditKeyLabel)
 	if err != nil {
 		return fmt.Errorf("refusing to serve: audit key: %w", err)
@@ -184,9 +189,9 @@ func Run(ctx context.Context, o RunOptions) error {
 	notify(log, "STOPPING=1")
 	stopWatchdog()
 	// The whole stop is bounded by the drain timeout: draining, then the
-	// stop record and the final checkpoint in what is left of it (at least
-	// the store's write timeout each, so a slow disk can still finish).
-	// A stop whose record or checkpoint failed exits non-zero.
+	// stop record and the final checkpoint in what is left of it (the
+	// record leaves the checkpoint a second). A stop whose record or
+	// checkpoint failed returns an error: the process exits non-zero.
 	stopBy := time.Now().Add(cfg.Server.DrainTimeout.Duration)
 	dctx, cancel := context.WithDeadline(context.Background(), stopBy)
 	if err := hs.Shutdown(dctx); err != nil {
@@ -195,7 +200,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	cancel()
 	var stopErrs []error
-	rctx, cancel := context.WithDeadline(context.Background(), stopBy)
+	recordBy := stopBy.Add(-time.Second)
+	if time.Until(recordBy) < time.Second {
+		recordBy = time.Now().Add(time.Second)
+	}
+	rctx, cancel := context.WithDeadline(context.Background(), recordBy)
 	if _, err := alog.Record(rctx, audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
 		stopErrs = append(stopErrs, fmt.Errorf("audit record of the stop: %w", err))
@@ -207,7 +216,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		if err := alog.LastCheckpointError(); err != nil {
 			stopErrs = append(stopErrs, fmt.Errorf("final audit checkpoint: %w", err))
 		}
-	case <-time.After(max(time.Until(stopBy), time.Second)):
+	case <-time.After(max(time.Until(stopBy), 500*time.Millisecond)):
 		stopErrs = append(stopErrs, errors.New("final audit checkpoint did not finish within the drain timeout"))
 	}
 	stopWatch()

@@ -108,6 +108,9 @@ type request struct {
 	probe bool // a health probe: runs while the store is failing
 }
 
+// closeWait is how long Close waits for the writer to finish the queue.
+const closeWait = time.Second
+
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("store is closed")
 
@@ -467,11 +470,12 @@ func (s *Store) Close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	// A writer stuck on a frozen disk must not hold the process: after
-	// WriteTimeout the database is left open and the caller told.
+	// closeWait the database is left open and the caller told. Nothing
+	// waiting was acknowledged; what committed is durable.
 	select {
 	case <-s.stopped:
-	case <-time.After(s.writeTimeout):
-		return fmt.Errorf("%w: close: the writer did not finish within %s (the disk is not answering); the last writes may not be durable", ErrUnavailable, s.writeTimeout)
+	case <-time.After(closeWait):
+		return fmt.Errorf("%w: close: the writer did not finish within %s (the disk is not answering); unacknowledged writes may be lost", ErrUnavailable, closeWait)
 	}
 	var errs []error
 	for _, m := range []*sync.Map{&s.wstmts, &s.rstmts} {

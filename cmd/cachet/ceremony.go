@@ -161,7 +161,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath, openOptions{})
+	a, err := openAppliance(ctx, *cfgPath, openOptions{mustExist: true})
 	if err != nil {
 		return err
 	}
@@ -170,8 +170,15 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	integrity := "ok"
+	if err := a.store.QuickCheck(ctx); err != nil {
+		integrity = err.Error()
+	}
 	if *asJSON {
-		return printJSON(out, st)
+		return printJSON(out, struct {
+			ceremony.Status
+			Integrity string `json:"integrity"`
+		}{st, integrity})
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "backend\t%s\n", st.Backend.Kind)
@@ -196,6 +203,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(w, "store\t%s\n", st.Store.Path)
 	fmt.Fprintf(w, "  schema version\t%d\n", st.Store.SchemaVersion)
 	fmt.Fprintf(w, "  size\t%d bytes (+%d WAL)\n", st.Store.SizeBytes, st.Store.WALBytes)
+	fmt.Fprintf(w, "  quick_check\t%s\n", integrity)
 	fmt.Fprintf(w, "audit\thead %d\n", st.Audit.Seq)
 	fmt.Fprintf(w, "  last checkpoint\t%d\n", st.Audit.CheckpointSeq)
 	fmt.Fprintf(w, "  since checkpoint\t%d records\n", st.Audit.UncheckpointedN)
@@ -235,7 +243,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	} else {
-		if a, err = openWith(ctx, cfg, openOptions{}); err != nil {
+		if a, err = openWith(ctx, cfg, openOptions{mustExist: true}); err != nil {
 			return err
 		}
 		if pub, err = a.backend.AuthKey(ctx, keys.AuditKeyLabel); err != nil {
@@ -244,6 +252,10 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	defer a.Close()
+	// The pages first: a damaged page can hide records from the walk.
+	if err := a.store.QuickCheck(ctx); err != nil {
+		return exitError{fmt.Errorf("FAILED: %w", err), 1}
+	}
 	rep, err := audit.Verify(ctx, a.store.DB(), pub)
 	var ce *audit.ChainError
 	if *asJSON {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,4 +263,238 @@ func TestFaultStoreFilesUnlinkedUnderLoad(t *testing.T) {
 			a.e.ok("audit", "verify", "--config", a.cfg)
 		})
 	}
+}
+
+// withServer returns a copy of the appliance's config with extra lines in
+// its [server] section.
+func (a *testAppliance) withServer(t *testing.T, name, lines string) string {
+	t.Helper()
+	b, err := os.ReadFile(a.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "[server]\n", "[server]\n"+lines+"\n", 1)
+	return writeFile(t, filepath.Join(a.dir, name), s, 0o600)
+}
+
+// A store whose disk stops answering (a hook blocks the writer before each
+// commit, as a frozen file system would): /healthz and new requests answer
+// 503 within the write deadline, requests already waiting get 503 when it
+// passes, and SIGTERM exits within the drain timeout, non-zero because the
+// stop record and the final checkpoint could not be written.
+func TestFaultStoreFrozen(t *testing.T) {
+	a := newAppliance(t, config.KindPKCS11)
+	a.init()
+	freeze := filepath.Join(a.dir, "freeze")
+	a.e.vars = append(a.e.vars, "CACHET_TEST_STORE_FREEZE_FILE="+freeze)
+	cfg := a.withServer(t, "drain.toml", `drain_timeout = "3s"`)
+	d := a.serve(cfg)
+	id := a.wallet(t)
+	if err := os.WriteFile(freeze, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	// A request caught by the freeze waits for the write deadline.
+	res := make(chan outcome, 1)
+	go func() {
+		o := outcome{sent: time.Now()}
+		_, err := a.client().Do(context.Background(), signRequest(id)(1))
+		var ce *client.Error
+		if errors.As(err, &ce) {
+			o.status, o.code = ce.Status, ce.Code
+		} else if err == nil {
+			o.status = 200
+		}
+		o.answered = time.Now()
+		res <- o
+	}()
+	failing := waitHealth(t, a.socket, 503, 5*time.Second)
+	t.Logf("/healthz 503 %s after the freeze", failing.Sub(frozen))
+	_, err := a.client().Do(context.Background(), signRequest(id)(2))
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 503 || ce.Code != "unavailable" || !strings.Contains(ce.Message, "store") {
+		t.Fatalf("a request while the store is frozen: %v, want 503 unavailable naming the store", err)
+	}
+	o := <-res
+	t.Logf("the request caught by the freeze: %d %s after %s", o.status, o.code, o.answered.Sub(o.sent))
+	if o.status != 503 || o.answered.Sub(o.sent) > 8*time.Second {
+		t.Fatalf("the request caught by the freeze: %d after %s, want 503 within the write deadline", o.status, o.answered.Sub(o.sent))
+	}
+	start := time.Now()
+	rc := d.stop()
+	t.Logf("SIGTERM with the store frozen: exit %d after %s", rc, time.Since(start))
+	if rc == 0 {
+		t.Fatalf("exit 0 although the stop record could not be written\n%s", d.output())
+	}
+	if time.Since(start) > 3*time.Second+2*time.Second {
+		t.Fatalf("stop took %s with a 3s drain timeout", time.Since(start))
+	}
+	os.Remove(freeze)
+	a.e.ok("audit", "verify", "--config", a.cfg)
+}
+
+// One damaged data page: serve refuses and audit verify fails, both naming
+// corruption (not an I/O error).
+func TestFaultCorruptPage(t *testing.T) {
+	a := newAppliance(t, config.KindPKCS11)
+	a.init()
+	d := a.serve(a.cfg)
+	for range 50 {
+		a.wallet(t)
+	}
+	d.stop()
+	db := filepath.Join(a.dir, "data", "cachet.db")
+	corruptTablePage(t, db, "audit_records")
+	r := a.e.run("serve", "--config", a.cfg)
+	if r.code == 0 || !strings.Contains(r.stderr, "corrupt") {
+		t.Fatalf("serve on a corrupt page: exit %d\n%s", r.code, r)
+	}
+	r = a.e.run("audit", "verify", "--config", a.cfg)
+	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "corrupt") {
+		t.Fatalf("audit verify on a corrupt page: exit %d\n%s", r.code, r)
+	}
+	t.Logf("audit verify: %s", strings.TrimSpace(r.stderr))
+}
+
+// corruptTablePage overwrites the b-tree header of table's root page.
+func corruptTablePage(t *testing.T, db, table string) {
+	t.Helper()
+	conn, err := sql.Open("sqlite3", "file:"+db+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, pageSize int64
+	if err := conn.QueryRow(`SELECT rootpage FROM sqlite_schema WHERE name = ?`, table).Scan(&root); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	f, err := os.OpenFile(db, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{0x42, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01}, (root-1)*pageSize); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// audit verify and status refuse a missing database instead of creating an
+// empty one that "verifies".
+func TestAuditVerifyRefusesMissingDatabase(t *testing.T) {
+	a := newAppliance(t, config.KindPKCS11)
+	a.init()
+	db := filepath.Join(a.dir, "data", "cachet.db")
+	for _, f := range []string{db, db + "-wal", db + "-shm"} {
+		os.Remove(f)
+	}
+	for _, args := range [][]string{{"audit", "verify"}, {"status"}} {
+		r := a.e.run(append(args, "--config", a.cfg)...)
+		if r.code == 0 || !strings.Contains(r.stderr, "no such file") {
+			t.Fatalf("%v on a missing database: exit %d\n%s", args, r.code, r)
+		}
+		if _, err := os.Stat(db); err == nil {
+			t.Fatalf("%v created an empty database", args)
+		}
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on dir for the test (CI runs as
+// root).
+func mountTmpfs(t *testing.T, dir string, size int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs (the fault tests need root): %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+}
+
+// fill writes a file until the file system is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	for _, n := range []int{64 << 10, 4 << 10, 512} {
+		for {
+			if _, err := f.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+}
+
+// Fill the store's file system under signing load: /healthz says 503 within
+// a second, no signature is released while the disk is full, service
+// comes back when space returns, and the record verifies.
+func TestFaultDiskFull(t *testing.T) {
+	a := newAppliance(t, config.KindPKCS11)
+	mountTmpfs(t, filepath.Join(a.dir, "data"), 48<<20)
+	a.init()
+	d := a.serve(a.cfg)
+	id := a.wallet(t)
+	stop := make(chan struct{})
+	l := startLoad(t, a.client(), 8, stop, signRequest(id))
+	time.Sleep(time.Second)
+	filler := filepath.Join(a.dir, "data", "filler")
+	fill(t, filler)
+	full := time.Now()
+	failing := waitHealth(t, a.socket, 503, 2*time.Second)
+	time.Sleep(2 * time.Second)
+	freed := time.Now()
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	back := waitHealth(t, a.socket, 200, 5*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	out := l.wait()
+	var before, between, whileFull, after int
+	for _, o := range out {
+		if o.status != 200 {
+			continue
+		}
+		switch {
+		case o.sent.Before(full):
+			before++
+		case o.sent.Before(failing):
+			between++
+		case o.answered.Before(freed):
+			whileFull++
+		case o.sent.After(back):
+			after++
+		}
+	}
+	t.Logf("disk full: /healthz 503 after %s; signatures: %d before, %d sent before the store noticed, %d while full, %d after space returned (%s to recover)",
+		failing.Sub(full), before, between, whileFull, after, back.Sub(freed))
+	if failing.Sub(full) > time.Second {
+		t.Errorf("/healthz took %s to notice the full disk", failing.Sub(full))
+	}
+	if whileFull != 0 {
+		t.Fatalf("%d signatures released while the disk was full", whileFull)
+	}
+	if before == 0 || after == 0 {
+		t.Fatalf("no signatures before the fill (%d) or after space returned (%d)", before, after)
+	}
+	if rc := d.stop(); rc != 0 {
+		t.Fatalf("stop: exit %d\n%s", rc, d.output())
+	}
+	a.e.ok("audit", "verify", "--config", a.cfg)
 }
