@@ -161,6 +161,9 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	if err != nil {
 		return nil, inputError(err)
 	}
+	if req.WalletID != "" && req.WalletID != id {
+		return nil, errorf(Invalid, "wallet_id: names another wallet than the path (%s).", id)
+	}
 	// Gate 3: the owner, an additional signer, or the app for a wallet
 	// without owner.
 	p, err := s.signingPrincipal(ctx, s.st, c.App, w, c.Signed)

@@ -90,8 +90,8 @@ func rawObject(body []byte) (map[string]json.RawMessage, error) {
 		return nil, err
 	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, errorf(Invalid, "The body is not a JSON object.")
+	if err := decodeAt(body, "", &raw); err != nil {
+		return nil, err
 	}
 	return raw, nil
 }
@@ -107,44 +107,40 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 		if !allowed[k] {
 			return in, errorf(Invalid, "%s: unknown field.", k)
 		}
-		isNull := string(v) == "null"
+		isNull := string(bytes.TrimSpace(v)) == "null"
 		var err error
 		switch k {
 		case "chain_type":
-			err = json.Unmarshal(v, &in.ChainType)
+			err = decodeAt(v, k, &in.ChainType)
 		case "owner":
 			in.OwnerSet = true
 			if !isNull {
 				in.Owner = &Owner{}
-				dec := json.NewDecoder(bytesReader(v))
-				dec.DisallowUnknownFields()
-				err = dec.Decode(in.Owner)
+				err = decodeAt(v, k, in.Owner)
 			}
 		case "owner_id":
 			in.OwnerIDSet = true
-			err = json.Unmarshal(v, &in.OwnerID)
+			err = decodeAt(v, k, &in.OwnerID)
 		case "policy_ids":
-			err = json.Unmarshal(v, &in.PolicyIDs)
+			err = decodeAt(v, k, &in.PolicyIDs)
 			if isNull {
 				in.PolicyIDs = &[]string{} // null clears, as for the other fields
 			}
 		case "additional_signers":
 			var ss []Signer
-			dec := json.NewDecoder(bytesReader(v))
-			dec.DisallowUnknownFields()
-			err = dec.Decode(&ss)
+			err = decodeAt(v, k, &ss)
 			if ss == nil {
 				ss = []Signer{} // null clears; stored and shown as [], never null
 			}
 			in.AdditionalSigners = &ss
 		case "display_name":
 			in.DisplayNameSet = true
-			err = json.Unmarshal(v, &in.DisplayName)
+			err = decodeAt(v, k, &in.DisplayName)
 		case "external_id":
-			err = json.Unmarshal(v, &in.ExternalID)
+			err = decodeAt(v, k, &in.ExternalID)
 		}
 		if err != nil {
-			return in, errorf(Invalid, "%s: %s", k, typeError(err))
+			return in, err
 		}
 	}
 	if in.OwnerSet && in.OwnerIDSet && (in.Owner != nil || in.OwnerID != nil) {
