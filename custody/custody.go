@@ -125,6 +125,16 @@ type Service struct {
 	imports oneTime[pendingImport]
 	// challenges are the open challenges of embedded wallets.
 	challenges oneTime[pendingChallenge]
+	// afterAuthorize, when set (tests only), runs right after a release's
+	// signatures were checked: it stands for a change that commits between
+	// the check and the release.
+	afterAuthorize func()
+}
+
+func (s *Service) authorized() {
+	if s.afterAuthorize != nil {
+		s.afterAuthorize()
+	}
 }
 
 // New returns the service. keys is the raw hardware backend: the service

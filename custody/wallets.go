@@ -361,10 +361,13 @@ type storedWallet struct {
 	sealedEntropy []byte // empty for a wallet imported from a private key
 	entropyType   string // "hd" or "private-key"
 	hdIndex       uint32 // m/44'/60'/0'/0/hdIndex
+	// version is the row's version as read with it: a signature released
+	// under this wallet's authorization commits only if it is unchanged.
+	version int64
 }
 
 const walletColumns = `id, address, chain_type, public_key, owner_id, policy_ids, additional_signers, display_name, external_id,
-	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index`
+	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index, version`
 
 func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var w storedWallet
@@ -372,7 +375,7 @@ func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var archived, exported, imported sql.NullInt64
 	var pj, sj string
 	if err := row.Scan(&w.ID, &w.Address, &w.ChainType, &w.PublicKey, &owner, &pj, &sj, &name, &ext,
-		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex); err != nil {
+		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex, &w.version); err != nil {
 		return nil, err
 	}
 	if owner.Valid {
