@@ -128,7 +128,7 @@ type Options struct {
 	// forgotten its digest).
 	MaxRequestExpiry time.Duration
 	RatePerSecond    float64
-	Burst         int
+	Burst            int
 }
 
 // Service manages and uses the keys.
