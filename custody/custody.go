@@ -59,6 +59,11 @@ type Signed struct {
 	Payload []byte
 	Sigs    [][]byte
 	Expiry  time.Time // zero when the request carries none
+
+	// approvals are the owners whose approval was verified outside the
+	// writer, for the checks inside it (see authorizeOwner). A Signed
+	// serves one request, on one goroutine.
+	approvals map[string]*ownerApproval
 }
 
 // Call is who asks, and how.
@@ -345,10 +350,12 @@ func (s *Service) rememberDigest(tx *store.Tx, sg *Signed) error {
 	}
 	_, err := tx.Exec(`INSERT INTO replay_digests(digest, expires_at) VALUES (?, ?)`, d[:], until)
 	if store.IsConstraint(err) {
-		return errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
+		return errReplayed
 	}
 	return err
 }
+
+var errReplayed = errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
 
 // Purge deletes replay digests past their expiry, idempotency keys past
 // their TTL, and aggregation contributions older than any window. The daemon

@@ -162,9 +162,6 @@ func unchanged(ctx context.Context, tx *store.Tx, walletID string, quorums []str
 
 // RPC is POST /v1/wallets/{id}/rpc (raw=false) and /raw_sign (raw=true).
 func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw bool) (json.RawMessage, error) {
-	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
-		return out, err
-	}
 	// Gate 1: a live wallet of this app.
 	w, err := loadStoredWallet(ctx, s.st, c.App, id)
 	if err != nil {
@@ -191,6 +188,11 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	p, err := s.signingPrincipal(ctx, s.st, c.App, w, c.Signed)
 	if err != nil {
 		return nil, err
+	}
+	// A retry under an idempotency key gets the stored response only once
+	// it has passed the same authorization as the original.
+	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
+		return out, err
 	}
 	state := p.state(w)
 	s.authorized()
