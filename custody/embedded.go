@@ -611,11 +611,11 @@ func (s *Service) SetEmbeddedRecovery(ctx context.Context, c Call, id string, bo
 	}
 	defer clear(plain)
 	var p recovery.Payload
-	if err := DecodeBody(plain, &p); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "payload." + e.Message
-		}
+	// The plaintext was never seen by the edge: checked here as a body.
+	if err := checkBody(plain); err != nil {
+		return nil, errorf(Invalid, "payload: %s", err.Error())
+	}
+	if err := decodeAt(plain, "payload", &p); err != nil {
 		return nil, err
 	}
 	if err := p.Validate(); err != nil {

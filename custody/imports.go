@@ -189,11 +189,7 @@ func (s *Service) ImportSubmit(ctx context.Context, c Call, body []byte) (json.R
 		return nil, err
 	}
 	var wi importWalletInput
-	if err := DecodeBody(wraw, &wi); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "wallet." + e.Message
-		}
+	if err := decodeAt(wraw, "wallet", &wi); err != nil {
 		return nil, err
 	}
 	addr, index, err := checkImportTarget("wallet.", wi.Address, wi.ChainType, wi.EntropyType, wi.EncryptionType, wi.Index)
@@ -281,11 +277,7 @@ func checkHPKEConfig(raw json.RawMessage) error {
 		Info          *string `json:"info"`
 		AAD           *string `json:"aad"`
 	}
-	if err := DecodeBody(raw, &cfg); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "wallet.hpke_config." + e.Message
-		}
+	if err := decodeAt(raw, "wallet.hpke_config", &cfg); err != nil {
 		return err
 	}
 	if cfg.AEADAlgorithm != nil && *cfg.AEADAlgorithm != "CHACHA20_POLY1305" {

@@ -326,7 +326,9 @@ func (g *releaseGate) refusal(ctx context.Context, err error) error {
 // refusal for the caller.
 func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID, method string, p principal, d policy.Decision) error {
 	detail, _ := json.Marshal(map[string]any{"method": method, "principal": p.String(), "policy": d})
-	err := s.st.Write(ctx, func(tx *store.Tx) error {
+	// Detached from the request: a client that goes away does not cancel
+	// the record of its denial (nor turn the denial into a 500).
+	err := s.st.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: actionName, Target: walletID, Decision: audit.DecisionDeny,
 			RequestDigest: c.RequestHash, Detail: string(detail)})
 		return err
