@@ -180,13 +180,15 @@ func (s *Service) ImportSubmit(ctx context.Context, c Call, body []byte) (json.R
 		return nil, err
 	}
 	wraw, ok := raw["wallet"]
-	if !ok || string(wraw) == "null" {
-		return nil, errorf(Invalid, "wallet: required.")
-	}
 	delete(raw, "wallet")
+	// The other members first, so that a misspelt "wallet" is named as an
+	// unknown member rather than reported missing.
 	in, err := parseWalletFields(raw, true, false)
 	if err != nil {
 		return nil, err
+	}
+	if !ok || string(wraw) == "null" {
+		return nil, errorf(Invalid, "wallet: required.")
 	}
 	var wi importWalletInput
 	if err := decodeAt(wraw, "wallet", &wi); err != nil {
