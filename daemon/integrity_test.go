@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdh"
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -57,16 +59,26 @@ const (
 type rig struct {
 	t     *testing.T
 	srv   *Server
+	svc   *custody.Service
+	// expiry is how far ahead send sets privy-request-expiry.
+	expiry time.Duration
 	db    *sql.DB
 	idp   *ecdsa.PrivateKey
 	owner *ecdsa.PrivateKey // owns every owned resource of the rig
 	pub   string            // owner's SPKI
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { return newRigWith(t, 0) }
+
+// newRigWith is newRig with api.max_request_expiry set to horizon (0: the
+// default).
+func newRigWith(t *testing.T, horizon time.Duration) *rig {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("CACHET_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	label := testhw.UniqueLabel("integrity")
 	if err := hsm.InitToken(testhw.Module(), label, "so-1234", "1234"); err != nil {
 		t.Fatal(err)
@@ -99,10 +111,13 @@ func newRig(t *testing.T) *rig {
 
 	cfg := config.Default()
 	cfg.Apps = []config.App{{ID: "app_1", SecretHash: config.HashAppSecret(testSecret)}}
+	if horizon > 0 {
+		cfg.API.MaxRequestExpiry.Duration = horizon
+	}
 	alog := audit.New(st, b, audit.Options{})
-	svc := custody.New(st, b, nil, custody.Options{Logger: log,
+	svc := custody.New(st, b, nil, custody.Options{Logger: log, MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		JWT: func(app string) (custody.JWTVerifier, bool) { return v, app == "app_1" }})
-	ak := authkeys.New(st, b, authkeys.Options{PublicBase: cfg.Server.PublicBase()})
+	ak := authkeys.New(st, b, authkeys.Options{PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration})
 	srv := New(Deps{Config: &cfg, Backend: audit.Backend(b, alog), Store: st, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log})
 
 	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
@@ -112,7 +127,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(func() { db.Close() })
 	owner, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, _ := keys.PublicKeySPKI(&owner.PublicKey)
-	return &rig{t: t, srv: srv, db: db, idp: idp, owner: owner, pub: pub}
+	return &rig{t: t, srv: srv, svc: svc, expiry: cfg.API.MaxRequestExpiry.Duration / 2, db: db, idp: idp, owner: owner, pub: pub}
 }
 
 // token is a JWT of the rig's identity provider for subject.
@@ -131,17 +146,35 @@ func (r *rig) token(subject string) string {
 // credentials, signed by signers (over exactly the bytes sent).
 func (r *rig) send(method, path string, body []byte, signers ...*ecdsa.PrivateKey) (int, map[string]any) {
 	r.t.Helper()
-	req := httptest.NewRequest(method, "http://localhost"+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", basicAuthHeader("app_1", testSecret))
-	req.Header.Set("privy-app-id", "app_1")
-	req.Header.Set("privy-request-expiry", fmt.Sprint(time.Now().Add(10*time.Minute).UnixMilli()))
+	h := http.Header{}
+	h.Set("privy-request-expiry", fmt.Sprint(time.Now().Add(r.expiry).UnixMilli()))
 	if len(signers) > 0 {
-		sig, err := client.Sign(quorum.Request{Method: method, URL: "http://localhost" + path, Body: body, Headers: req.Header}, signers)
+		sig, err := r.sign(method, path, body, h, signers...)
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		req.Header.Set("privy-authorization-signature", sig)
+		h.Set("privy-authorization-signature", sig)
 	}
+	return r.sendRaw(method, path, body, h)
+}
+
+// sign is the privy-authorization-signature of a request with headers h
+// (the app's privy-app-id is added).
+func (r *rig) sign(method, path string, body []byte, h http.Header, signers ...*ecdsa.PrivateKey) (string, error) {
+	h = h.Clone()
+	h.Set("privy-app-id", "app_1")
+	return client.Sign(quorum.Request{Method: method, URL: "http://localhost" + path, Body: body, Headers: h}, signers)
+}
+
+// sendRaw sends a request with exactly the privy- headers in h.
+func (r *rig) sendRaw(method, path string, body []byte, h http.Header) (int, map[string]any) {
+	r.t.Helper()
+	req := httptest.NewRequest(method, "http://localhost"+path, bytes.NewReader(body))
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", basicAuthHeader("app_1", testSecret))
+	req.Header.Set("privy-app-id", "app_1")
 	req = req.WithContext(context.WithValue(req.Context(), peerKey{}, Peer{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}))
 	w := httptest.NewRecorder()
 	r.srv.ServeHTTP(w, req)
@@ -418,4 +451,182 @@ func TestCaseVariantKeysRefusedOnEveryRoute(t *testing.T) {
 	}
 	t.Logf("%d variant bodies over %d routes refused", total, len(routes))
 	_ = wallet.MethodRawSign
+}
+
+// A signed request is accepted once for the lifetime of the store: sent
+// again after the horizon (api.max_request_expiry, here 1 s) has passed and
+// the purge has run, a request without privy-request-expiry is still
+// refused, and one with an expiry is refused as expired. An authorization
+// key signs only requests that expire, so what it signs is never
+// replayable; its signed request is refused after its expiry too.
+func TestReplayAfterTheHorizon(t *testing.T) {
+	const horizon = time.Second
+	r := newRigWith(t, horizon)
+	q := r.must("POST", "/v1/key_quorums", `{"public_keys":["`+r.pub+`"],"authorization_threshold":1}`)
+	w := r.must("POST", "/v1/wallets", `{"chain_type":"ethereum","owner_id":"`+q["id"].(string)+`"}`)
+	wid := w["id"].(string)
+	path := "/v1/wallets/" + wid
+	rpc := path + "/rpc"
+
+	// An owner's PATCH and an rpc, both signed without an expiry.
+	patch := []byte(`{"policy_ids":[]}`)
+	sign := []byte(`{"method":"personal_sign","params":{"message":"no expiry","encoding":"utf-8"}}`)
+	noExpiry := func(method, p string, body []byte) http.Header {
+		sig, err := r.sign(method, p, body, http.Header{}, r.owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return http.Header{"Privy-Authorization-Signature": {sig}}
+	}
+	patchHdr, signHdr := noExpiry("PATCH", path, patch), noExpiry("POST", rpc, sign)
+	for _, c := range []struct {
+		method, path string
+		body         []byte
+		h            http.Header
+	}{{"PATCH", path, patch, patchHdr}, {"POST", rpc, sign, signHdr}} {
+		if code, m := r.sendRaw(c.method, c.path, c.body, c.h); code != 200 {
+			t.Fatalf("%s %s: %d %v", c.method, c.path, code, m)
+		}
+	}
+
+	// An rpc signed by the appliance's own authorization key, which must
+	// carry an expiry within the horizon.
+	code, ak := r.send("POST", "/v1/authorization_keys", []byte(`{"allowed_callers":{"uids":[`+fmt.Sprint(os.Getuid())+`]}}`))
+	if code != 200 {
+		t.Fatalf("authorization key: %d %v", code, ak)
+	}
+	r.must("PATCH", "/v1/key_quorums/"+q["id"].(string), `{"public_keys":["`+r.pub+`","`+ak["public_key"].(string)+`"]}`, r.owner)
+	akSign := func(headers map[string]string) (int, map[string]any) {
+		body, _ := json.Marshal(map[string]any{"method": "POST", "url": "http://localhost" + rpc,
+			"body": json.RawMessage(`{"method":"personal_sign","params":{"message":"bot","encoding":"utf-8"}}`), "headers": headers})
+		return r.send("POST", "/v1/authorization_keys/"+ak["id"].(string)+"/sign", body)
+	}
+	if code, m := akSign(map[string]string{"privy-app-id": "app_1"}); code != 400 || !strings.Contains(m["error"].(string), "privy-request-expiry") {
+		t.Fatalf("an authorization key signed a request without an expiry: %d %v", code, m)
+	}
+	expiry := fmt.Sprint(time.Now().Add(horizon / 2).UnixMilli())
+	code, sig := akSign(map[string]string{"privy-app-id": "app_1", "privy-request-expiry": expiry})
+	if code != 200 {
+		t.Fatalf("sign: %d %v", code, sig)
+	}
+	botBody := []byte(`{"method":"personal_sign","params":{"message":"bot","encoding":"utf-8"}}`)
+	botHdr := http.Header{"Privy-Authorization-Signature": {sig["signature"].(string)}, "Privy-Request-Expiry": {expiry}}
+	if code, m := r.sendRaw("POST", rpc, botBody, botHdr); code != 200 {
+		t.Fatalf("the request the key signed: %d %v", code, m)
+	}
+
+	time.Sleep(2 * horizon)
+	if err := r.svc.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, method, path string
+		body               []byte
+		h                  http.Header
+	}{
+		{"owner PATCH without expiry", "PATCH", path, patch, patchHdr},
+		{"rpc without expiry", "POST", rpc, sign, signHdr},
+		{"rpc signed by the authorization key", "POST", rpc, botBody, botHdr},
+	} {
+		before := r.fingerprint()
+		code, m := r.sendRaw(c.method, c.path, c.body, c.h)
+		if code != http.StatusUnauthorized {
+			t.Errorf("%s replayed after the horizon: %d %v", c.name, code, m)
+		}
+		if r.fingerprint() != before {
+			t.Errorf("%s replayed after the horizon changed the store", c.name)
+		}
+	}
+}
+
+// A client that half-closes its socket right after its request cancels
+// the request's context on the server; the records of refusals and policy
+// denials do not depend on it. 100 refused requests leave 100 refusal
+// records, and 20 policy denials 20 denial records, each answered 403.
+func TestRefusalsRecordedWhenTheClientHalfCloses(t *testing.T) {
+	r := newRig(t)
+	pol := r.must("POST", "/v1/policies", `{"version":"1.0","name":"small","chain_type":"ethereum",
+		"rules":[{"name":"small payments","method":"eth_signTransaction","action":"ALLOW","conditions":[{"field_source":"ethereum_transaction","field":"value","operator":"lte","value":"10"}]}]}`)
+	w := r.must("POST", "/v1/wallets", `{"chain_type":"ethereum","owner":{"public_key":"`+r.pub+`"},"policy_ids":["`+pol["id"].(string)+`"]}`)
+	rpc := "/v1/wallets/" + w["id"].(string) + "/rpc"
+
+	sock := filepath.Join(shortTempDir(t), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := r.srv.HTTPServer()
+	go hs.Serve(ln)
+
+	// halfClosed writes one request, closes its side at once, and reads
+	// the answer's status line.
+	halfClosed := func(body []byte, h http.Header) string {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n", rpc, len(body))
+		fmt.Fprintf(&b, "Authorization: %s\r\nPrivy-App-Id: app_1\r\n", basicAuthHeader("app_1", testSecret))
+		for k, v := range h {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v[0])
+		}
+		b.WriteString("\r\n")
+		b.Write(body)
+		c.Write(b.Bytes())
+		c.(*net.UnixConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return line
+	}
+	count := func(action, decision string) int {
+		var n int
+		if err := r.db.QueryRow(`SELECT COUNT(*) FROM audit_records WHERE action = ? AND decision = ?`, action, decision).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	refusedBefore, deniedBefore := count("api.refused", "deny"), count("wallet.rpc", "deny")
+	for i := range 100 {
+		// Unsigned: the wallet has an owner, so 401.
+		body := []byte(fmt.Sprintf(`{"method":"personal_sign","params":{"message":"unsigned %d","encoding":"utf-8"}}`, i))
+		halfClosed(body, http.Header{})
+	}
+	statuses := map[string]int{}
+	for i := range 20 {
+		body := []byte(fmt.Sprintf(`{"method":"eth_signTransaction","params":{"transaction":{"to":"0x000000000000000000000000000000000000dEaD","value":"0x3e8","chain_id":1,"nonce":%d,"gas_limit":21000,"max_fee_per_gas":"0x1","max_priority_fee_per_gas":"0x1","type":2}}}`, i))
+		h := http.Header{"Privy-Request-Expiry": {fmt.Sprint(time.Now().Add(time.Minute).UnixMilli())}}
+		sig, err := r.sign("POST", rpc, body, h, r.owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Set("Privy-Authorization-Signature", sig)
+		statuses[strings.TrimSpace(halfClosed(body, h))]++
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("api.refused", "deny") - refusedBefore; n != 100 {
+		t.Errorf("%d refusal records for 100 refused requests from half-closed sockets", n)
+	}
+	if n := count("wallet.rpc", "deny") - deniedBefore; n != 20 {
+		t.Errorf("%d denial records for 20 policy denials from half-closed sockets", n)
+	}
+	if statuses["HTTP/1.1 403 Forbidden"] != 20 {
+		t.Errorf("policy denials answered %v, want 20 × 403", statuses)
+	}
+}
+
+// shortTempDir is a temporary directory with a path short enough for a
+// Unix socket.
+func shortTempDir(t *testing.T) string {
+	d, err := os.MkdirTemp("/tmp", "cachet-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
