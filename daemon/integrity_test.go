@@ -57,15 +57,15 @@ const (
 // custody and authorization-key services, a real store and a SoftHSM
 // token, an app whose users sign in with a test identity provider.
 type rig struct {
-	t     *testing.T
-	srv   *Server
-	svc   *custody.Service
+	t   *testing.T
+	srv *Server
+	svc *custody.Service
 	// expiry is how far ahead send sets privy-request-expiry.
 	expiry time.Duration
-	db    *sql.DB
-	idp   *ecdsa.PrivateKey
-	owner *ecdsa.PrivateKey // owns every owned resource of the rig
-	pub   string            // owner's SPKI
+	db     *sql.DB
+	idp    *ecdsa.PrivateKey
+	owner  *ecdsa.PrivateKey // owns every owned resource of the rig
+	pub    string            // owner's SPKI
 }
 
 func newRig(t *testing.T) *rig { return newRigWith(t, 0) }
