@@ -163,7 +163,7 @@ func (s *Service) ImportInit(ctx context.Context, c Call, body []byte) (json.Raw
 	if err != nil {
 		return nil, err
 	}
-	if !s.imports.put(c.App, importKey(c.App, addr), p, expires, now, s.opts.MaxPendingImports) {
+	if s.imports.put(importKey(c.App, addr), p, expires, now, limit{c.App, s.opts.MaxPendingImports}) != nil {
 		return nil, errorf(Conflict, "This app already has %d wallet imports waiting for their submit; submit or let them expire first.", s.opts.MaxPendingImports)
 	}
 	return out, nil
