@@ -79,6 +79,10 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	if sg == nil || len(sg.Sigs) == 0 {
 		return principal{}, errorf(Unauthorized, "Wallet %s has an owner: the request needs privy-authorization-signature from its owner or an additional signer.", w.ID)
 	}
+	if len(w.AdditionalSigners) > MaxAdditionalSigners {
+		// Only a wallet stored before the limit existed can have more.
+		return principal{}, errorf(Conflict, "Wallet %s has %d additional signers, over the limit of %d; its owner must remove some before it signs again.", w.ID, len(w.AdditionalSigners), MaxAdditionalSigners)
+	}
 	var firstErr error
 	var ids []string
 	var versions map[string]int64
