@@ -126,7 +126,8 @@ func Run(ctx context.Context, o RunOptions) error {
 		Logger: log,
 	})
 	ak := authkeys.New(o.Store, gated, authkeys.Options{
-		PublicBase: cfg.Server.PublicBase(), RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
+		PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
+		RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
 	})
 	srv := New(Deps{Config: cfg, Backend: audit.Backend(gated, alog), Store: o.Store, Audit: alog, Health: mon, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version})
 
@@ -142,7 +143,8 @@ func Run(ctx context.Context, o RunOptions) error {
 	for _, g := range cfg.Server.AllowedGIDs {
 		policy.GIDs = append(policy.GIDs, uint32(g))
 	}
-	pl := &peerListener{Listener: ln, policy: policy, log: log}
+	refusals := newPeerRefusals()
+	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals}
 	// An own socket was bound in a private directory and renamed into place,
 	// so the listener's address is not the path clients use.
 	addr := cfg.Server.Socket
@@ -178,6 +180,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	defer stopWatchdog()
 	go srv.watchdog(wdCtx)
 	go purge(wdCtx, svc, log)
+	go every(wdCtx, time.Minute, func() {
+		if err := refusals.flush(wdCtx, alog); err != nil {
+			log.Error("audit of refused peers failed", "error", err)
+		}
+	})
 
 	var runErr error
 	select {
@@ -205,6 +212,9 @@ func Run(ctx context.Context, o RunOptions) error {
 		recordBy = time.Now().Add(time.Second)
 	}
 	rctx, cancel := context.WithDeadline(context.Background(), recordBy)
+	if err := refusals.flush(rctx, alog); err != nil {
+		log.Error("audit of refused peers failed", "error", err)
+	}
 	if _, err := alog.Record(rctx, audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
 		stopErrs = append(stopErrs, fmt.Errorf("audit record of the stop: %w", err))
