@@ -73,8 +73,16 @@ func Run(ctx context.Context, o RunOptions) error {
 	// The audit log signs its checkpoints with the raw backend: a failing
 	// record must be able to recover by checkpointing. Everything that
 	// releases something gets the gated backend.
+	// A database behind the hardware's anchor was rolled back: refuse.
+	anchor, _ := o.Backend.(keys.Anchor)
+	if anchor != nil {
+		if _, _, err := audit.CheckAnchor(ctx, o.Store.DB(), anchor); err != nil {
+			return fmt.Errorf("refusing to serve: %w", err)
+		}
+	}
 	alog := audit.New(o.Store, o.Backend, audit.Options{
 		CheckpointEvery: cfg.Audit.CheckpointRecords, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration, Logger: log,
+		Anchor: anchor,
 	})
 	mon := health.New(log)
 	mon.Live(health.Store, o.Store.Health)

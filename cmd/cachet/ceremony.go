@@ -257,6 +257,23 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		return exitError{fmt.Errorf("FAILED: %w", err), 1}
 	}
 	rep, err := audit.Verify(ctx, a.store.DB(), pub)
+	// The head against the hardware's anchor: a chain that verifies can
+	// still be an older copy of the database.
+	anchorNote := ""
+	if an, ok := a.backend.(keys.Anchor); ok && err == nil {
+		st, anchored, aerr := audit.CheckAnchor(ctx, a.store.DB(), an)
+		var re *audit.RollbackError
+		switch {
+		case errors.As(aerr, &re):
+			return exitError{fmt.Errorf("FAILED: %w", aerr), 1}
+		case aerr != nil:
+			return aerr
+		case anchored:
+			anchorNote = fmt.Sprintf("; the hardware anchors checkpoint %d", st.Seq)
+		default:
+			anchorNote = "; the hardware anchors no checkpoint yet"
+		}
+	}
 	var ce *audit.ChainError
 	if *asJSON {
 		res := map[string]any{"ok": err == nil, "report": rep}
@@ -272,7 +289,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if !*asJSON {
-		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash)
+		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)%s\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash, anchorNote)
 		if rep.Unsigned > 0 {
 			fmt.Fprintf(out, "note: the last %d records come after the last checkpoint and are protected by the hash chain only\n", rep.Unsigned)
 		}

@@ -498,3 +498,62 @@ func TestFaultDiskFull(t *testing.T) {
 	}
 	a.e.ok("audit", "verify", "--config", a.cfg)
 }
+
+// Roll the database back to a copy taken before the last checkpoint: serve
+// refuses and audit verify fails, both naming the rollback, because the
+// hardware (a TPM NV index, an HSM token object) anchors the last checkpoint.
+// `cachet restore` re-anchors deliberately, after which the old copy serves.
+func TestFaultRollbackRefused(t *testing.T) {
+	for _, kind := range []string{config.KindPKCS11, config.KindTPM} {
+		t.Run(kind, func(t *testing.T) {
+			a := newAppliance(t, kind)
+			a.init()
+			db := filepath.Join(a.dir, "data", "cachet.db")
+			d := a.serve(a.cfg)
+			a.wallet(t)
+			d.stop()
+			old := filepath.Join(a.dir, "cachet.db.old")
+			copyFile(t, db, old)
+			d = a.serve(a.cfg)
+			a.wallet(t)
+			d.stop()
+			if r := a.e.ok("audit", "verify", "--config", a.cfg); !strings.Contains(r.stdout, "the hardware anchors checkpoint") {
+				t.Fatalf("audit verify does not report the anchor: %s", r)
+			}
+			for _, f := range []string{db + "-wal", db + "-shm"} {
+				os.Remove(f)
+			}
+			copyFile(t, old, db)
+			r := a.e.run("serve", "--config", a.cfg)
+			if r.code == 0 || !strings.Contains(r.stderr, "rolled back") {
+				t.Fatalf("serve on a rolled-back database: exit %d\n%s", r.code, r)
+			}
+			r = a.e.run("audit", "verify", "--config", a.cfg)
+			if r.code != 1 || !strings.Contains(r.stderr, "rolled back") {
+				t.Fatalf("audit verify on a rolled-back database: exit %d\n%s", r.code, r)
+			}
+			t.Logf("audit verify: %s", lastLine(r.stderr))
+			// Deliberately: restore onto the hardware re-anchors.
+			cfg := a.cfg
+			args := []string{"--share", a.share(1), "--share", a.share(2), "--identity", a.ops[0].keyFile, "--identity", a.ops[1].keyFile}
+			if kind == config.KindTPM {
+				args = append(args, "--replace")
+			} else {
+				cfg = a.writeConfig("new-token.toml", a.backendSection(""), "")
+			}
+			a.e.ok(append([]string{"restore", "--config", cfg}, args...)...)
+			d = a.serve(cfg)
+			a.wallet(t)
+			d.stop()
+			a.e.ok("audit", "verify", "--config", cfg)
+		})
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
