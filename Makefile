@@ -8,7 +8,7 @@ DIR     ?= .cachet/dev-$(BACKEND)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build test lint bench load fuzz deps clean
+.PHONY: run build test lint bench load fuzz faults deps clean
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -38,6 +38,13 @@ load: deps build
 	for i in $$(seq 1 150); do [ -S $$dir/dev/cachet.sock ] && break; sleep 0.2; done; \
 	$(GO) run ./tools/load --app-file $$dir/dev/app.json $(LOADFLAGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; rm -rf $$dir; exit $$rc
+
+# The long fault runs (swtpm killed and restarted 5 times under load; WAL,
+# database and shm unlinked and the daemon crashed, 3 rounds each), on top
+# of the short fault tests that `make test` runs once. Needs root (tmpfs).
+# Not part of `make test`.
+faults: deps
+	$(GO) test -race -count=1 -tags faults -run 'TestFault' -v ./cmd/cachet/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|faults_.*e2e_test.go'
 
 # Coverage-guided fuzzing of the policy parser and evaluator (seed corpora in
 # policy/testdata/fuzz). FUZZTIME per target; not part of `make test`, whose

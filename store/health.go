@@ -183,9 +183,13 @@ func (s *Store) afterCommit() error {
 		s.fail(err, false)
 		return err
 	}
+	// Rescue first, then fail: once the failure is visible (/healthz, the
+	// release gate) the rescue is done, so a crash after it loses nothing
+	// that was acknowledged. This runs on the writer goroutine, so no
+	// write is acknowledged in between.
 	if old := s.health.Load(); !old.sticky {
-		s.fail(err, true)
 		s.rescue()
+		s.fail(err, true)
 	}
 	return s.Health()
 }

@@ -381,8 +381,8 @@ func corruptTablePage(t *testing.T, db, table string) {
 	}
 }
 
-// audit verify and status refuse a missing database instead of creating an
-// empty one that "verifies".
+// audit verify, status and serve refuse a missing database instead of
+// creating an empty one that "verifies" or serves.
 func TestAuditVerifyRefusesMissingDatabase(t *testing.T) {
 	a := newAppliance(t, config.KindPKCS11)
 	a.init()
@@ -390,7 +390,7 @@ func TestAuditVerifyRefusesMissingDatabase(t *testing.T) {
 	for _, f := range []string{db, db + "-wal", db + "-shm"} {
 		os.Remove(f)
 	}
-	for _, args := range [][]string{{"audit", "verify"}, {"status"}} {
+	for _, args := range [][]string{{"audit", "verify"}, {"status"}, {"serve"}} {
 		r := a.e.run(append(args, "--config", a.cfg)...)
 		if r.code == 0 || !strings.Contains(r.stderr, "no such file") {
 			t.Fatalf("%v on a missing database: exit %d\n%s", args, r.code, r)
