@@ -44,7 +44,7 @@ load: deps build
 # of the short fault tests that `make test` runs once. Needs root (tmpfs).
 # Not part of `make test`.
 faults: deps
-	$(GO) test -race -count=1 -tags faults -run 'TestFault' -v ./cmd/cachet/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|faults_.*e2e_test.go'
+	$(GO) test -race -count=1 -tags faults -run 'TestFault' -v ./cmd/cachet/
 
 # Coverage-guided fuzzing of the policy parser and evaluator (seed corpora in
 # policy/testdata/fuzz). FUZZTIME per target; not part of `make test`, whose
