@@ -85,9 +85,9 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// benchKeys returns n P-256 key pairs, generated once per process and
-// shared by the benchmarks (generating 2048 keys takes a noticeable moment).
-var benchKeys = func() func(tb testing.TB, n int) []*signer {
+// manySigners returns n P-256 key pairs, generated once per process and
+// shared by the benchmarks and tests (2048 keys take a noticeable moment).
+var manySigners = func() func(tb testing.TB, n int) []*signer {
 	var mu sync.Mutex
 	var all []*signer
 	return func(tb testing.TB, n int) []*signer {
@@ -114,7 +114,7 @@ func BenchmarkVerifyRefused(b *testing.B) {
 		foreign[i] = newSigner(b)
 	}
 	for _, n := range []int{1, 50, 300, 2048} {
-		members := benchKeys(b, n)
+		members := manySigners(b, n)
 		candidates := make([]string, n)
 		for i, s := range members {
 			candidates[i] = s.spki

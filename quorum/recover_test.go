@@ -349,7 +349,7 @@ func caseFrom(p *keyPool, prog []byte) (sigs [][]byte, candidates []string, user
 				sigs = append(sigs, sigs[len(sigs)-1])
 			}
 		case 10:
-			if len(sigs) > 0 { // flip one bit of the last signature
+			if len(sigs) > 0 && len(sigs[len(sigs)-1]) > 0 { // flip one bit of the last signature
 				c := slices.Clone(sigs[len(sigs)-1])
 				pos := 0
 				if i+1 < len(prog) {
@@ -360,7 +360,8 @@ func caseFrom(p *keyPool, prog []byte) (sigs [][]byte, candidates []string, user
 			}
 		case 11:
 			if len(sigs) > 0 { // truncate the last signature
-				sigs[len(sigs)-1] = sigs[len(sigs)-1][:len(sigs[len(sigs)-1])-1-int(op>>4)%4]
+				last := sigs[len(sigs)-1]
+				sigs[len(sigs)-1] = last[:max(0, len(last)-1-int(op>>4)%4)]
 			}
 		case 12: // a key spelled another way: same point, another string
 			candidates = append(candidates, "-----BEGIN PUBLIC KEY-----\n"+p.keys[k].spki+"\n-----END PUBLIC KEY-----\n")
