@@ -447,3 +447,26 @@ func FuzzVerifyMatchesBruteForce(f *testing.F) {
 		sameOutcome(t, p.payload, sigs, candidates, userKeys)
 	})
 }
+
+// BenchmarkRecoverKeys compares one key recovery with one verification,
+// the unit Verify's cost is counted in.
+func BenchmarkRecoverKeys(b *testing.B) {
+	k := genKey(b)
+	payload := []byte(`{"bench":true}`)
+	digest := Digest(payload)
+	sig := k.sign(b, payload)
+	b.Run("recover", func(b *testing.B) {
+		for b.Loop() {
+			if len(recoverKeys(digest[:], sig)) == 0 {
+				b.Fatal("nothing recovered")
+			}
+		}
+	})
+	b.Run("ecdsa.VerifyASN1", func(b *testing.B) {
+		for b.Loop() {
+			if !ecdsa.VerifyASN1(&k.priv.PublicKey, digest[:], sig) {
+				b.Fatal("does not verify")
+			}
+		}
+	})
+}
