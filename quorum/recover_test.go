@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -469,4 +471,43 @@ func BenchmarkRecoverKeys(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestKeyPoint: the shortcut for canonical keys accepts exactly what
+// ParsePublicKey accepts, and gives the same point.
+func TestKeyPoint(t *testing.T) {
+	k := genKey(t)
+	der, err := base64.StdEncoding.DecodeString(k.spki)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offCurve := slices.Clone(der)
+	offCurve[len(offCurve)-1] ^= 1
+	badPrefix := slices.Clone(der)
+	badPrefix[len(spkiPrefix)-2] ^= 1 // the BIT STRING's length
+	tests := []struct {
+		name string
+		spki string
+		ok   bool
+	}{
+		{"canonical", k.spki, true},
+		{"PEM", "-----BEGIN PUBLIC KEY-----\n" + k.spki + "\n-----END PUBLIC KEY-----\n", true},
+		{"surrounding spaces", " " + k.spki + "\n", true},
+		{"point off the curve", base64.StdEncoding.EncodeToString(offCurve), false},
+		{"another DER header", base64.StdEncoding.EncodeToString(badPrefix), false},
+		{"unpadded", strings.TrimRight(k.spki, "="), false},
+		{"empty", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := keyPoint(tt.spki)
+			_, perr := ParsePublicKey(tt.spki)
+			if (err == nil) != tt.ok || (perr == nil) != tt.ok {
+				t.Fatalf("keyPoint error %v, ParsePublicKey error %v; want ok %v", err, perr, tt.ok)
+			}
+			if tt.ok && !bytes.Equal(got, k.point) {
+				t.Fatalf("point %x, want %x", got, k.point)
+			}
+		})
+	}
 }
