@@ -32,8 +32,9 @@ import (
 var (
 	p256P = elliptic.P256().Params().P
 	// p256PMinusN: when r < P-N, x = r+N is also a field element, and a
-	// point with that x also gives r (its x mod N). Rare (P-N < 2^129) but
-	// legal, and ecdsa.VerifyASN1 accepts such signatures.
+	// point with that x also gives r (its x mod N). Rare (P-N < 2^127, so
+	// about one signature in 2^130) but legal, and ecdsa.VerifyASN1
+	// accepts such signatures.
 	p256PMinusN = new(big.Int).Sub(p256P, p256N)
 )
 

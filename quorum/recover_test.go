@@ -191,7 +191,7 @@ func TestRecoverKeys(t *testing.T) {
 }
 
 // TestRecoverKeysRPlusN: a signature whose point R has x = r+N (possible
-// because P > N, with probability 2^-128 for a real signature) is built on
+// because P > N, for about one real signature in 2^130) is built on
 // purpose: pick such an R on the curve, any s, and the key Q that makes
 // (r, s) valid. ecdsa.VerifyASN1 accepts it, so recovery must find Q.
 func TestRecoverKeysRPlusN(t *testing.T) {
