@@ -23,6 +23,13 @@ const (
 	maxWalletNameChars = 100
 )
 
+// MaxAdditionalSigners bounds a wallet's additional signers (Privy's schema
+// sets no limit), enforced when a wallet is written and when it signs. With
+// it the keys one signing request is checked against are bounded: the owner
+// and each signer are a quorum of at most 50 keys and 50 users, with at
+// most 5 nested quorums of the same size.
+const MaxAdditionalSigners = 16
+
 // AuthorizationKey is a member key as the API shows it.
 type AuthorizationKey struct {
 	PublicKey   string  `json:"public_key"`

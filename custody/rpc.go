@@ -79,6 +79,10 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	if sg == nil || len(sg.Sigs) == 0 {
 		return principal{}, errorf(Unauthorized, "Wallet %s has an owner: the request needs privy-authorization-signature from its owner or an additional signer.", w.ID)
 	}
+	if len(w.AdditionalSigners) > MaxAdditionalSigners {
+		// Only a wallet stored before the limit existed can have more.
+		return principal{}, errorf(Conflict, "Wallet %s has %d additional signers, over the limit of %d; its owner must remove some before it signs again.", w.ID, len(w.AdditionalSigners), MaxAdditionalSigners)
+	}
 	var firstErr error
 	var ids []string
 	var versions map[string]int64
@@ -326,7 +330,9 @@ func (g *releaseGate) refusal(ctx context.Context, err error) error {
 // refusal for the caller.
 func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID, method string, p principal, d policy.Decision) error {
 	detail, _ := json.Marshal(map[string]any{"method": method, "principal": p.String(), "policy": d})
-	err := s.st.Write(ctx, func(tx *store.Tx) error {
+	// Detached from the request: a client that goes away does not cancel
+	// the record of its denial (nor turn the denial into a 500).
+	err := s.st.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: actionName, Target: walletID, Decision: audit.DecisionDeny,
 			RequestDigest: c.RequestHash, Detail: string(detail)})
 		return err

@@ -158,6 +158,9 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 	if in.PolicyIDs != nil && len(*in.PolicyIDs) > 1 {
 		return in, errorf(Invalid, "policy_ids: at most one policy per wallet.")
 	}
+	if in.AdditionalSigners != nil && len(*in.AdditionalSigners) > MaxAdditionalSigners {
+		return in, errorf(Invalid, "additional_signers: at most %d signers per wallet.", MaxAdditionalSigners)
+	}
 	if in.AdditionalSigners != nil {
 		seen := map[string]bool{}
 		for i, sg := range *in.AdditionalSigners {
