@@ -28,6 +28,7 @@ import (
 	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -64,6 +65,17 @@ type Signed struct {
 	// writer, for the checks inside it (see authorizeOwner). A Signed
 	// serves one request, on one goroutine.
 	approvals map[string]*ownerApproval
+	// sigs does each signature's cryptography once for the request,
+	// however many quorums it is checked against.
+	sigs *quorum.Signatures
+}
+
+// signatures are the request's signatures, prepared once.
+func (sg *Signed) signatures() *quorum.Signatures {
+	if sg.sigs == nil {
+		sg.sigs = quorum.NewSignatures(sg.Payload, sg.Sigs)
+	}
+	return sg.sigs
 }
 
 // Call is who asks, and how.

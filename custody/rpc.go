@@ -1,12 +1,10 @@
 package custody
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -18,8 +16,6 @@ import (
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // principal is who a signing request acts as.
 type principal struct {

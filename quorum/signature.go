@@ -28,11 +28,13 @@ const MaxSignatures = 16
 // together) one Verify call may check signatures against. It covers an owner
 // quorum of 50 keys with five nested quorums of 50 keys each (300), several
 // such quorums verified together (CandidatesOf), and their users' keys, with
-// room to spare. Verify's signature matching does not grow with it; parsing
-// the keys does (about 1.5 µs each, so 3 ms at the limit). Beyond it Verify
-// returns a plain error: the limit is the server's configuration to enforce
-// when quorums are written, not something a client can cause.
-const MaxCandidateKeys = 2048
+// room to spare: one quorum with its nested ones has at most 300 keys and 300
+// users, each user with at most 20 live user keys (6,300 keys). Verify's
+// signature matching does not grow with it; parsing the keys does (about
+// 1.5 µs each, so 12 ms at the limit). Beyond it Verify returns a plain
+// error: the limit is the server's configuration to enforce when quorums are
+// written, not something a client can cause.
+const MaxCandidateKeys = 8192
 
 // maxSignatureB64 bounds one base64 signature: a DER P-256 signature is at
 // most 72 bytes, 96 characters of base64.
@@ -225,12 +227,40 @@ type candidate struct {
 // keys, about 1.5 µs each (3 ms at MaxCandidateKeys). See BENCHMARKS.md,
 // "Verify against many candidate keys".
 func Verify(payload []byte, sigs [][]byte, candidates []string, userKeys map[string]string) (Approvals, error) {
+	return NewSignatures(payload, sigs).Verify(candidates, userKeys)
+}
+
+// Signatures are one request's signatures over its payload, checked against
+// any number of candidate sets (a wallet's owner, then each of its
+// additional signers; an owner checked outside the writer and again inside
+// it) with each signature's cryptography done once: its keys recovered once,
+// and its match with a key confirmed by ecdsa.VerifyASN1 once. Later checks
+// are map lookups. A Signatures serves one goroutine.
+type Signatures struct {
+	digest [32]byte
+	sigs   [][]byte
+	// recovered maps a distinct signature to its recovered key points.
+	recovered map[string][][]byte
+	// confirmed maps a signature and a point to whether the signature
+	// verifies under that key.
+	confirmed map[string]bool
+}
+
+// NewSignatures prepares sigs over payload; nothing is verified yet.
+func NewSignatures(payload []byte, sigs [][]byte) *Signatures {
+	return &Signatures{digest: Digest(payload), sigs: sigs, recovered: map[string][][]byte{}, confirmed: map[string]bool{}}
+}
+
+// Verify is the package's Verify against these signatures: the same
+// semantics, errors and Approvals, with each signature's cryptography done
+// at most once over all the calls.
+func (s *Signatures) Verify(candidates []string, userKeys map[string]string) (Approvals, error) {
 	a := Approvals{Keys: map[string]bool{}, Users: map[string]bool{}}
-	if len(sigs) == 0 {
+	if len(s.sigs) == 0 {
 		return a, nil
 	}
-	if len(sigs) > MaxSignatures {
-		return a, authErr(ErrTooManySignatures, fmt.Sprintf("%d authorization signatures, at most %d are accepted", len(sigs), MaxSignatures))
+	if len(s.sigs) > MaxSignatures {
+		return a, authErr(ErrTooManySignatures, fmt.Sprintf("%d authorization signatures, at most %d are accepted", len(s.sigs), MaxSignatures))
 	}
 	cands, err := candidateKeys(candidates, userKeys)
 	if err != nil {
@@ -240,13 +270,12 @@ func Verify(payload []byte, sigs [][]byte, candidates []string, userKeys map[str
 	for j, c := range cands {
 		byPoint[c.point] = append(byPoint[c.point], j)
 	}
-	digest := Digest(payload)
 	used := make([]bool, len(cands))
 	seen := map[string]int{} // signature bytes -> candidate, so a repeat costs nothing
-	for i, sig := range sigs {
+	for i, sig := range s.sigs {
 		j, ok := seen[string(sig)]
 		if !ok {
-			j = match(digest[:], sig, cands, byPoint, used)
+			j = s.match(sig, cands, byPoint, used)
 			seen[string(sig)] = j
 		}
 		if j < 0 {
@@ -262,6 +291,48 @@ func Verify(payload []byte, sigs [][]byte, candidates []string, userKeys map[str
 		}
 	}
 	return a, nil
+}
+
+// SignedBy reports whether any of the signatures verifies under the key
+// spki, with the same once-only cryptography: a lookup among the recovered
+// keys, and one confirmation when found. A key that does not parse signed
+// nothing.
+func (s *Signatures) SignedBy(spki string) bool {
+	pt, err := keyPoint(spki)
+	if err != nil {
+		return false
+	}
+	for _, sig := range s.sigs {
+		for _, q := range s.keysOf(sig) {
+			if string(q) == string(pt) && s.verifies(sig, string(pt)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// keysOf returns the recovered key points of sig, recovering them once.
+func (s *Signatures) keysOf(sig []byte) [][]byte {
+	if ks, ok := s.recovered[string(sig)]; ok {
+		return ks
+	}
+	ks := recoverKeys(s.digest[:], sig)
+	s.recovered[string(sig)] = ks
+	return ks
+}
+
+// verifies reports whether sig verifies under the key at point, checking
+// each pair once.
+func (s *Signatures) verifies(sig []byte, point string) bool {
+	k := string(sig) + "\x00" + point
+	if ok, done := s.confirmed[k]; done {
+		return ok
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), []byte(point))
+	ok := err == nil && ecdsa.VerifyASN1(pub, s.digest[:], sig)
+	s.confirmed[k] = ok
+	return ok
 }
 
 // CandidatesOf returns the candidate keys of several quorums (each one's
@@ -293,12 +364,12 @@ func CandidatesOf(qs ...Quorum) []string {
 // preferred, then the first listed: the choice that trying every candidate
 // in order, unused ones first, makes. That candidate alone is then checked
 // with ecdsa.VerifyASN1, so recovery can only ever cause a refusal.
-func match(digest, sig []byte, cands []candidate, byPoint map[string][]int, used []bool) int {
+func (s *Signatures) match(sig []byte, cands []candidate, byPoint map[string][]int, used []bool) int {
 	best := -1
 	if len(cands) == 1 {
 		best = 0
 	} else {
-		for _, q := range recoverKeys(digest, sig) {
+		for _, q := range s.keysOf(sig) {
 			for _, j := range byPoint[string(q)] {
 				if best < 0 || (used[best] && !used[j]) || (used[best] == used[j] && j < best) {
 					best = j
@@ -306,11 +377,7 @@ func match(digest, sig []byte, cands []candidate, byPoint map[string][]int, used
 			}
 		}
 	}
-	if best < 0 {
-		return -1
-	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), []byte(cands[best].point))
-	if err != nil || !ecdsa.VerifyASN1(pub, digest, sig) {
+	if best < 0 || !s.verifies(sig, cands[best].point) {
 		return -1
 	}
 	return best
