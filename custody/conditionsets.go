@@ -1,6 +1,7 @@
 package custody
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -165,19 +166,24 @@ func ParseItems(body []byte) ([]string, error) {
 	var items []struct {
 		Value *string `json:"value"`
 	}
-	trimmed := strings.TrimSpace(string(body))
-	var err error
-	if strings.HasPrefix(trimmed, "{") {
+	if err := checkValue(body); err != nil {
+		return nil, err
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '{' {
 		var wrapped struct {
 			Items json.RawMessage `json:"items"`
 		}
-		if err = json.Unmarshal(body, &wrapped); err == nil {
-			err = json.Unmarshal(wrapped.Items, &items)
+		if err := decodeAt(body, "", &wrapped); err != nil {
+			return nil, err
 		}
-	} else {
-		err = json.Unmarshal(body, &items)
+		if err := decodeAt(wrapped.Items, "items", &items); err != nil {
+			return nil, err
+		}
+	} else if err := decodeAt(body, "", &items); err != nil {
+		return nil, err
 	}
-	if err != nil {
+	if items == nil {
 		return nil, errorf(Invalid, "The body must be an array of {\"value\": ...}.")
 	}
 	if len(items) > maxItemsPerWrite {

@@ -66,10 +66,8 @@ func (s *Service) Export(ctx context.Context, c Call, id string, body []byte) (j
 	if seed && w.entropyType != "hd" {
 		return nil, errorf(Invalid, "export_seed_phrase: wallet %s was imported from a private key and has no seed phrase; export its private key instead.", id)
 	}
-	state, err := authState(ctx, s.st, id, p.quorums)
-	if err != nil {
-		return nil, err
-	}
+	state := p.state(w)
+	s.authorized()
 	pin := policy.Input{AppID: c.App, WalletID: id, PolicyIDs: p.policies(w), Request: &wallet.Request{Method: method}}
 	dec, err := s.policy.Evaluate(ctx, pin)
 	if err != nil {

@@ -626,10 +626,6 @@ func (s *Service) EvaluatePolicy(ctx context.Context, app, id string, body []byt
 	if _, err := loadPolicy(ctx, s.st, app, id); err != nil {
 		return policy.Decision{}, err
 	}
-	var extra struct {
-		WalletID string `json:"wallet_id"`
-	}
-	json.Unmarshal(body, &extra)
 	req, err := wallet.ParseRPC(body)
 	if err != nil {
 		return policy.Decision{}, inputError(err)
@@ -638,6 +634,6 @@ func (s *Service) EvaluatePolicy(ctx context.Context, app, id string, body []byt
 	if !ok {
 		return policy.Decision{}, errorf(Invalid, "This Cachet's policy engine cannot explain decisions.")
 	}
-	d, _, _ := e.decide(ctx, s.st, policy.Input{AppID: app, WalletID: extra.WalletID, PolicyIDs: []string{id}, Request: req})
+	d, _, _ := e.decide(ctx, s.st, policy.Input{AppID: app, WalletID: req.WalletID, PolicyIDs: []string{id}, Request: req})
 	return d, nil
 }

@@ -71,6 +71,9 @@ func (t txq) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, 
 type storedQuorum struct {
 	view     KeyQuorum
 	implicit bool
+	// version is the row's version, read in the same statement as the row
+	// and before its members: any later change of either bumps it.
+	version int64
 }
 
 // loadQuorum reads one quorum of app; a deleted or foreign one is not found.
@@ -78,8 +81,8 @@ func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, 
 	var sq storedQuorum
 	var name sql.NullString
 	var implicit int
-	err := q.QueryRowContext(ctx, `SELECT id, display_name, threshold, implicit, created_at FROM key_quorums
-		WHERE id = ? AND app_id = ? AND deleted_at IS NULL`, id, app).Scan(&sq.view.ID, &name, &sq.view.AuthorizationThreshold, &implicit, &sq.view.CreatedAt)
+	err := q.QueryRowContext(ctx, `SELECT id, display_name, threshold, implicit, created_at, version FROM key_quorums
+		WHERE id = ? AND app_id = ? AND deleted_at IS NULL`, id, app).Scan(&sq.view.ID, &name, &sq.view.AuthorizationThreshold, &implicit, &sq.view.CreatedAt, &sq.version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errorf(NotFound, "Key quorum %q not found.", id)
 	}
@@ -117,8 +120,13 @@ func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, 
 	return &sq, rows.Err()
 }
 
-// verifier loads q with its children as the verifier needs it.
-func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quorum.Quorum, error) {
+// verifier loads q with its children as the verifier needs it. When
+// versions is not nil, it records the version of each quorum it read (sq
+// and its children) as read.
+func verifier(ctx context.Context, q querier, app string, sq *storedQuorum, versions ...map[string]int64) (quorum.Quorum, error) {
+	for _, v := range versions {
+		v[sq.view.ID] = sq.version
+	}
 	out := quorum.Quorum{ID: sq.view.ID, UserIDs: sq.view.UserIDs, Threshold: sq.view.AuthorizationThreshold}
 	for _, k := range sq.view.AuthorizationKeys {
 		out.Keys = append(out.Keys, k.PublicKey)
@@ -128,7 +136,7 @@ func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quo
 		if err != nil {
 			return quorum.Quorum{}, fmt.Errorf("child quorum of %s: %w", sq.view.ID, err)
 		}
-		cq, err := verifier(ctx, q, app, child)
+		cq, err := verifier(ctx, q, app, child, versions...)
 		if err != nil {
 			return quorum.Quorum{}, err
 		}
@@ -139,27 +147,56 @@ func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quo
 
 // approved checks the request's signatures against a quorum: its member
 // keys and the live user keys of its member users. A signature from outside
-// the quorum refuses the request, as Privy's servers do.
-func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (bool, error) {
+// the quorum refuses the request, as Privy's servers do. It also returns the
+// user keys that may have approved (every live key of each user whose
+// approval counted), so that the release can check they are still live.
+func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (bool, []string, error) {
 	if sg == nil || len(sg.Sigs) == 0 {
-		return false, nil
+		return false, nil, nil
 	}
 	uk, err := s.userKeys(ctx, q, app, vq)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	a, err := quorum.Verify(sg.Payload, sg.Sigs, vq.Candidates(), uk)
 	if errors.Is(err, quorum.ErrUnknownSigner) {
 		if stale, serr := s.staleUserKey(ctx, q, app, vq, sg); serr != nil {
-			return false, serr
+			return false, nil, serr
 		} else if stale != nil {
-			return false, stale
+			return false, nil, stale
 		}
 	}
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return vq.Satisfied(a), nil
+	var used []string
+	for pk, user := range uk {
+		if a.Users[user] {
+			used = append(used, pk)
+		}
+	}
+	sort.Strings(used)
+	return vq.Satisfied(a), used, nil
+}
+
+// userKeysLive refuses a release when a user key that approved it was
+// revoked, or expired, after the check: the key no longer speaks for its
+// user at the instant the signature is released.
+func (s *Service) userKeysLive(tx *store.Tx, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var n int
+	err := tx.QueryRow(`SELECT COUNT(*) FROM user_keys k JOIN users u ON u.id = k.user_id
+		WHERE k.expires_at > ? AND k.revoked_at IS NULL AND u.deleted_at IS NULL AND k.public_key IN (`+placeholders(len(keys))+`)`,
+		append([]any{s.nowMS()}, anys(keys)...)...).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("read user keys: %w", err)
+	}
+	if n != len(keys) {
+		return errorf(Conflict, "A user key that approved this request was revoked or expired while it was being processed; nothing was released. Exchange the user's JWT for a new key and send a new request.")
+	}
+	return nil
 }
 
 // staleUserKey explains a refusal better than "unknown signer" when a
@@ -223,7 +260,7 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 		return errorf(Unauthorized, "%s has an owner: the request needs privy-authorization-signature from its owner (key quorum %s, %d of %d).",
 			capitalize(what), ownerID, vq.Threshold, memberCount(vq))
 	}
-	ok, err := s.approved(ctx, q, app, vq, sg)
+	ok, _, err := s.approved(ctx, q, app, vq, sg)
 	var ce *Error
 	var ae *quorum.AuthError
 	switch {

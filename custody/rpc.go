@@ -27,8 +27,26 @@ type principal struct {
 	signer *Signer // the additional signer, when not the owner
 	app    bool    // a wallet without owner, managed by the app alone
 	// quorums are the key quorums whose members approved: the principal's
-	// quorum and its children.
-	quorums []string
+	// quorum and its children, with their versions as read when the
+	// signatures were checked against them.
+	quorums  []string
+	versions map[string]int64
+	// userKeys are the user keys that may have approved; they must still be
+	// live when the release commits.
+	userKeys []string
+}
+
+// state is the authorization a request was checked against, in authState's
+// form: the wallet's version and the approving quorums' versions, all as
+// they were read for the check (not read again after it, when a change
+// could already have committed).
+func (p principal) state(w *storedWallet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "w%d", w.version)
+	for _, id := range p.quorums {
+		fmt.Fprintf(&b, ";%s:%d", id, p.versions[id])
+	}
+	return b.String()
 }
 
 func (p principal) String() string {
@@ -63,19 +81,23 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	}
 	var firstErr error
 	var ids []string
+	var versions map[string]int64
+	var userKeys []string
 	try := func(id string) (bool, error) {
 		sq, err := loadQuorum(ctx, q, app, id)
 		if err != nil {
 			return false, err
 		}
-		vq, err := verifier(ctx, q, app, sq)
+		versions = map[string]int64{}
+		vq, err := verifier(ctx, q, app, sq, versions)
 		if err != nil {
 			return false, err
 		}
-		ok, err := s.approved(ctx, q, app, vq, sg)
+		ok, used, err := s.approved(ctx, q, app, vq, sg)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
+		userKeys = used
 		ids = []string{vq.ID}
 		for _, c := range vq.Children {
 			ids = append(ids, c.ID)
@@ -85,13 +107,13 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	if ok, err := try(*w.OwnerID); err != nil {
 		return principal{}, err
 	} else if ok {
-		return principal{owner: true, quorums: ids}, nil
+		return principal{owner: true, quorums: ids, versions: versions, userKeys: userKeys}, nil
 	}
 	for i := range w.AdditionalSigners {
 		if ok, err := try(w.AdditionalSigners[i].SignerID); err != nil {
 			return principal{}, err
 		} else if ok {
-			return principal{signer: &w.AdditionalSigners[i], quorums: ids}, nil
+			return principal{signer: &w.AdditionalSigners[i], quorums: ids, versions: versions, userKeys: userKeys}, nil
 		}
 	}
 	var ae *quorum.AuthError
@@ -161,16 +183,17 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	if err != nil {
 		return nil, inputError(err)
 	}
+	if req.WalletID != "" && req.WalletID != id {
+		return nil, errorf(Invalid, "wallet_id: names another wallet than the path (%s).", id)
+	}
 	// Gate 3: the owner, an additional signer, or the app for a wallet
 	// without owner.
 	p, err := s.signingPrincipal(ctx, s.st, c.App, w, c.Signed)
 	if err != nil {
 		return nil, err
 	}
-	state, err := authState(ctx, s.st, id, p.quorums)
-	if err != nil {
-		return nil, err
-	}
+	state := p.state(w)
+	s.authorized()
 	// Gate 4: the policies that govern that principal. An engine error
 	// refuses: fail closed.
 	pin := policy.Input{AppID: c.App, WalletID: id, PolicyIDs: p.policies(w), Request: req}
@@ -270,6 +293,9 @@ type releaseGate struct {
 // check runs inside the releasing transaction.
 func (g *releaseGate) check(ctx context.Context, tx *store.Tx) error {
 	if err := unchanged(ctx, tx, g.walletID, g.p.quorums, g.state); err != nil {
+		return err
+	}
+	if err := g.s.userKeysLive(tx, g.p.userKeys); err != nil {
 		return err
 	}
 	d, err := g.s.policy.Commit(ctx, tx, g.pin)

@@ -77,13 +77,11 @@ func parseUserInput(body []byte) (customID string, metadata []byte, err error) {
 	}
 	// The type decides which fields the account may have: look at it first,
 	// so that another kind of account is named as such.
-	var head struct {
-		Type any `json:"type"`
-	}
-	if err := json.Unmarshal(in.LinkedAccounts[0], &head); err != nil {
+	var head map[string]json.RawMessage
+	if err := decodeAt(in.LinkedAccounts[0], "linked_accounts[0]", &head); err != nil || head == nil {
 		return "", nil, errorf(Invalid, "linked_accounts[0]: must be a JSON object.")
 	}
-	if t, _ := head.Type.(string); t != "custom_auth" {
+	if t := head["type"]; string(t) != `"custom_auth"` {
 		return "", nil, errorf(Invalid, "linked_accounts[0].type: only \"custom_auth\" accounts are supported; Cachet's users sign in with the app's own identity provider.")
 	}
 	var la linkedAccountInput

@@ -90,8 +90,8 @@ func rawObject(body []byte) (map[string]json.RawMessage, error) {
 		return nil, err
 	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, errorf(Invalid, "The body is not a JSON object.")
+	if err := decodeAt(body, "", &raw); err != nil {
+		return nil, err
 	}
 	return raw, nil
 }
@@ -107,44 +107,40 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 		if !allowed[k] {
 			return in, errorf(Invalid, "%s: unknown field.", k)
 		}
-		isNull := string(v) == "null"
+		isNull := string(bytes.TrimSpace(v)) == "null"
 		var err error
 		switch k {
 		case "chain_type":
-			err = json.Unmarshal(v, &in.ChainType)
+			err = decodeAt(v, k, &in.ChainType)
 		case "owner":
 			in.OwnerSet = true
 			if !isNull {
 				in.Owner = &Owner{}
-				dec := json.NewDecoder(bytesReader(v))
-				dec.DisallowUnknownFields()
-				err = dec.Decode(in.Owner)
+				err = decodeAt(v, k, in.Owner)
 			}
 		case "owner_id":
 			in.OwnerIDSet = true
-			err = json.Unmarshal(v, &in.OwnerID)
+			err = decodeAt(v, k, &in.OwnerID)
 		case "policy_ids":
-			err = json.Unmarshal(v, &in.PolicyIDs)
+			err = decodeAt(v, k, &in.PolicyIDs)
 			if isNull {
 				in.PolicyIDs = &[]string{} // null clears, as for the other fields
 			}
 		case "additional_signers":
 			var ss []Signer
-			dec := json.NewDecoder(bytesReader(v))
-			dec.DisallowUnknownFields()
-			err = dec.Decode(&ss)
+			err = decodeAt(v, k, &ss)
 			if ss == nil {
 				ss = []Signer{} // null clears; stored and shown as [], never null
 			}
 			in.AdditionalSigners = &ss
 		case "display_name":
 			in.DisplayNameSet = true
-			err = json.Unmarshal(v, &in.DisplayName)
+			err = decodeAt(v, k, &in.DisplayName)
 		case "external_id":
-			err = json.Unmarshal(v, &in.ExternalID)
+			err = decodeAt(v, k, &in.ExternalID)
 		}
 		if err != nil {
-			return in, errorf(Invalid, "%s: %s", k, typeError(err))
+			return in, err
 		}
 	}
 	if in.OwnerSet && in.OwnerIDSet && (in.Owner != nil || in.OwnerID != nil) {
@@ -365,10 +361,13 @@ type storedWallet struct {
 	sealedEntropy []byte // empty for a wallet imported from a private key
 	entropyType   string // "hd" or "private-key"
 	hdIndex       uint32 // m/44'/60'/0'/0/hdIndex
+	// version is the row's version as read with it: a signature released
+	// under this wallet's authorization commits only if it is unchanged.
+	version int64
 }
 
 const walletColumns = `id, address, chain_type, public_key, owner_id, policy_ids, additional_signers, display_name, external_id,
-	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index`
+	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index, version`
 
 func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var w storedWallet
@@ -376,7 +375,7 @@ func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var archived, exported, imported sql.NullInt64
 	var pj, sj string
 	if err := row.Scan(&w.ID, &w.Address, &w.ChainType, &w.PublicKey, &owner, &pj, &sj, &name, &ext,
-		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex); err != nil {
+		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex, &w.version); err != nil {
 		return nil, err
 	}
 	if owner.Valid {

@@ -108,7 +108,8 @@ func Run(ctx context.Context, o RunOptions) error {
 		Logger: log,
 	})
 	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
-		PublicBase: cfg.Server.PublicBase(), RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
+		PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
+		RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
 	})
 	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version})
 
