@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cachet-custody/cachet/metrics"
 )
 
 // Peer is the local process at the other end of a connection, as the kernel
@@ -112,8 +114,9 @@ func (pp PeerPolicy) Allows(p Peer) bool {
 // without reading its request, and the connection is closed.
 type peerListener struct {
 	net.Listener
-	policy PeerPolicy
-	log    *slog.Logger
+	policy  PeerPolicy
+	log     *slog.Logger
+	metrics *metrics.Metrics // counts refused peers; nil counts nothing
 }
 
 // peerConn carries the checked peer to http.Server.ConnContext.
@@ -144,6 +147,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		}
 		if !l.policy.Allows(p) {
 			l.log.Warn("refused connection from a local user the config does not allow", "uid", p.UID, "gid", p.GID, "pid", p.PID)
+			l.metrics.Refusal("peer_not_allowed")
 			go refuse(c)
 			continue
 		}

@@ -9,9 +9,9 @@ import (
 
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/cosmos/go-bip39"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
-	"github.com/cosmos/go-bip39"
 )
 
 // EntropySize is the size of the entropy NewEntropy creates: 128 bits, a
