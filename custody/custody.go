@@ -28,6 +28,7 @@ import (
 	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -59,6 +60,22 @@ type Signed struct {
 	Payload []byte
 	Sigs    [][]byte
 	Expiry  time.Time // zero when the request carries none
+
+	// approvals are the owners whose approval was verified outside the
+	// writer, for the checks inside it (see authorizeOwner). A Signed
+	// serves one request, on one goroutine.
+	approvals map[string]*ownerApproval
+	// sigs does each signature's cryptography once for the request,
+	// however many quorums it is checked against.
+	sigs *quorum.Signatures
+}
+
+// signatures are the request's signatures, prepared once.
+func (sg *Signed) signatures() *quorum.Signatures {
+	if sg.sigs == nil {
+		sg.sigs = quorum.NewSignatures(sg.Payload, sg.Sigs)
+	}
+	return sg.sigs
 }
 
 // Call is who asks, and how.
@@ -348,10 +365,12 @@ func (s *Service) rememberDigest(tx *store.Tx, sg *Signed) error {
 	}
 	_, err := tx.Exec(`INSERT INTO replay_digests(digest, expires_at) VALUES (?, ?)`, d[:], until)
 	if store.IsConstraint(err) {
-		return errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
+		return errReplayed
 	}
 	return err
 }
+
+var errReplayed = errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
 
 // Purge deletes replay digests past their expiry, idempotency keys past
 // their TTL, and aggregation contributions older than any window. The daemon

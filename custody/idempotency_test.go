@@ -401,3 +401,51 @@ func TestPurgeAggregationEvents(t *testing.T) {
 		t.Fatalf("%d contributions after purge, want the 2 inside 72 h", n)
 	}
 }
+
+// An idempotent retry is answered from the store only after it passes the
+// same authorization as the original: the app's credentials and the
+// idempotency key alone (without the owner's signatures, or with another
+// key's) do not fetch a stored signature or export.
+func TestIdempotentRetryIsAuthorized(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	owner, stranger := newAuthKey(t), newAuthKey(t)
+	w := e.createWallet(appA, `{"chain_type":"ethereum","owner":{"public_key":"`+owner.pub+`"}}`)
+	body := signTxBody()
+	first, err := e.rpc(request{body: body, signers: keysOf(owner), idem: "retry-1"}, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		signers []authKey
+	}{
+		{"unsigned retry", nil},
+		{"retry signed by a stranger", keysOf(stranger)},
+		{"retry with a stranger's signature added", keysOf(owner, stranger)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.refused(t, custody.Unauthorized, func() error {
+				_, err := e.rpc(request{body: body, signers: tc.signers, idem: "retry-1"}, w.ID)
+				return err
+			})
+		})
+	}
+	again, err := e.rpc(request{body: body, signers: keysOf(owner), idem: "retry-1"}, w.ID)
+	if err != nil || string(again) != string(first) {
+		t.Fatalf("the owner's retry: %s, %v; want the stored response", again, err)
+	}
+
+	// The same for an export: the stored response is the key encrypted to
+	// the original recipient, but even that is not released unapproved.
+	recipient := mustJSON(t, map[string]any{"encryption_type": "HPKE", "recipient_public_key": func() string { _, s := newRecipient(t); return s }()})
+	exp := func(signers ...authKey) error {
+		r := request{method: "POST", path: "/v1/wallets/" + w.ID + "/export", body: recipient, signers: signers, idem: "export-1"}
+		_, err := e.svc.Export(e.ctx, e.call(r), w.ID, recipient)
+		return err
+	}
+	if err := exp(owner); err != nil {
+		t.Fatal(err)
+	}
+	e.refused(t, custody.Unauthorized, func() error { return exp() })
+	e.refused(t, custody.Unauthorized, func() error { return exp(stranger) })
+}

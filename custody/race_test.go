@@ -181,3 +181,43 @@ func TestChangeBetweenCheckAndRelease(t *testing.T) {
 		}
 	}
 }
+
+// A change of a resource's owner (or of the owner quorum) that commits
+// between the check of the owner's signatures, made outside the writer, and
+// the write itself refuses the write: the writer checks the approval it was
+// given still holds, without verifying anything.
+func TestOwnerChangeBetweenCheckAndWrite(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	owner1, owner2, newcomer := newAuthKey(t), newAuthKey(t), newAuthKey(t)
+	for _, tc := range []struct {
+		name  string
+		write func(q custody.KeyQuorum, w custody.Wallet) error
+	}{
+		{"wallet update", func(_ custody.KeyQuorum, w custody.Wallet) error {
+			_, err := e.updateWallet(request{body: []byte(`{"policy_ids":[]}`), signers: keysOf(owner1)}, w.ID)
+			return err
+		}},
+		{"wallet archive", func(_ custody.KeyQuorum, w custody.Wallet) error {
+			_, err := e.archiveWallet(request{signers: keysOf(owner1)}, w.ID)
+			return err
+		}},
+		{"quorum update", func(q custody.KeyQuorum, _ custody.Wallet) error {
+			_, err := e.updateQuorum(request{body: []byte(`{"authorization_threshold":1}`), signers: keysOf(owner1)}, q.ID)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := e.quorumOf(appA, 1, keysOf(owner1, owner2))
+			w := e.ownedWallet(q.ID)
+			custody.SetAfterAuthorize(e.svc, func() {
+				custody.SetAfterAuthorize(e.svc, nil)
+				// owner2 takes owner1 out of the quorum.
+				if _, err := e.updateQuorum(request{body: []byte(`{"public_keys":["` + owner2.pub + `","` + newcomer.pub + `"]}`), signers: keysOf(owner2)}, q.ID); err != nil {
+					t.Fatal(err)
+				}
+			})
+			defer custody.SetAfterAuthorize(e.svc, nil)
+			wantKind(t, tc.write(q, w), custody.Conflict)
+		})
+	}
+}

@@ -1,12 +1,10 @@
 package custody
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -18,8 +16,6 @@ import (
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // principal is who a signing request acts as.
 type principal struct {
@@ -78,6 +74,10 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	}
 	if sg == nil || len(sg.Sigs) == 0 {
 		return principal{}, errorf(Unauthorized, "Wallet %s has an owner: the request needs privy-authorization-signature from its owner or an additional signer.", w.ID)
+	}
+	if len(w.AdditionalSigners) > MaxAdditionalSigners {
+		// Only a wallet stored before the limit existed can have more.
+		return principal{}, errorf(Conflict, "Wallet %s has %d additional signers, over the limit of %d; its owner must remove some before it signs again.", w.ID, len(w.AdditionalSigners), MaxAdditionalSigners)
 	}
 	var firstErr error
 	var ids []string
@@ -162,9 +162,6 @@ func unchanged(ctx context.Context, tx *store.Tx, walletID string, quorums []str
 
 // RPC is POST /v1/wallets/{id}/rpc (raw=false) and /raw_sign (raw=true).
 func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw bool) (json.RawMessage, error) {
-	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
-		return out, err
-	}
 	// Gate 1: a live wallet of this app.
 	w, err := loadStoredWallet(ctx, s.st, c.App, id)
 	if err != nil {
@@ -191,6 +188,11 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	p, err := s.signingPrincipal(ctx, s.st, c.App, w, c.Signed)
 	if err != nil {
 		return nil, err
+	}
+	// A retry under an idempotency key gets the stored response only once
+	// it has passed the same authorization as the original.
+	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
+		return out, err
 	}
 	state := p.state(w)
 	s.authorized()
@@ -326,7 +328,9 @@ func (g *releaseGate) refusal(ctx context.Context, err error) error {
 // refusal for the caller.
 func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID, method string, p principal, d policy.Decision) error {
 	detail, _ := json.Marshal(map[string]any{"method": method, "principal": p.String(), "policy": d})
-	err := s.st.Write(ctx, func(tx *store.Tx) error {
+	// Detached from the request: a client that goes away does not cancel
+	// the record of its denial (nor turn the denial into a 500).
+	err := s.st.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: actionName, Target: walletID, Decision: audit.DecisionDeny,
 			RequestDigest: c.RequestHash, Detail: string(detail)})
 		return err

@@ -158,6 +158,9 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 	if in.PolicyIDs != nil && len(*in.PolicyIDs) > 1 {
 		return in, errorf(Invalid, "policy_ids: at most one policy per wallet.")
 	}
+	if in.AdditionalSigners != nil && len(*in.AdditionalSigners) > MaxAdditionalSigners {
+		return in, errorf(Invalid, "additional_signers: at most %d signers per wallet.", MaxAdditionalSigners)
+	}
 	if in.AdditionalSigners != nil {
 		seen := map[string]bool{}
 		for i, sg := range *in.AdditionalSigners {
@@ -177,14 +180,6 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 		}
 	}
 	return in, nil
-}
-
-func typeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("expected %s, not a JSON %s.", te.Type, te.Value)
-	}
-	return "malformed: " + err.Error()
 }
 
 // resolveOwner turns owner / owner_id into a quorum id, creating the
@@ -472,10 +467,13 @@ func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int
 // (app credentials alone for a wallet without owner), including a change of
 // owner.
 func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in WalletInput) (json.RawMessage, error) {
+	if _, err := s.ownedWallet(ctx, s.st, c, id, "update"); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{
 		call: c, name: "wallet.update", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedWallet(ctx, tx, c, id, "update"); err != nil {
+			if _, err := s.ownedWallet(ctx, txq{tx}, c, id, "update"); err != nil {
 				return nil, err
 			}
 			if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
@@ -514,10 +512,13 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 
 // ArchiveWallet is POST /v1/wallets/{id}/archive: the owner's threshold.
 func (s *Service) ArchiveWallet(ctx context.Context, c Call, id string) (json.RawMessage, error) {
+	if _, err := s.ownedWallet(ctx, s.st, c, id, "archive"); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{
 		call: c, name: "wallet.archive", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedWallet(ctx, tx, c, id, "archive"); err != nil {
+			if _, err := s.ownedWallet(ctx, txq{tx}, c, id, "archive"); err != nil {
 				return nil, err
 			}
 			if _, err := tx.Exec(`UPDATE wallets SET archived_at = ?, version = version + 1 WHERE id = ?`, s.nowMS(), id); err != nil {
@@ -531,8 +532,12 @@ func (s *Service) ArchiveWallet(ctx context.Context, c Call, id string) (json.Ra
 // ownedWallet loads a live wallet and checks the request carries its
 // owner's approval. An additional signer's approval is not enough: signers
 // may only sign.
-func (s *Service) ownedWallet(ctx context.Context, tx *store.Tx, c Call, id, verb string) (*storedWallet, error) {
-	w, err := loadStoredWallet(ctx, txq{tx}, c.App, id)
+//
+// Called first with the reader pool, it verifies the signatures outside the
+// writer; called again in the write transaction, it checks only that the
+// owner and its approval are unchanged (see authorizeOwner).
+func (s *Service) ownedWallet(ctx context.Context, q querier, c Call, id, verb string) (*storedWallet, error) {
+	w, err := loadStoredWallet(ctx, q, c.App, id)
 	if err != nil {
 		return nil, err
 	}
@@ -543,9 +548,10 @@ func (s *Service) ownedWallet(ctx context.Context, tx *store.Tx, c Call, id, ver
 	if w.OwnerID != nil {
 		owner = *w.OwnerID
 	}
-	err = s.authorizeOwner(ctx, txq{tx}, c.App, owner, c.Signed, "wallet "+id)
-	if err != nil && owner != "" && c.Signed != nil {
-		if principal, perr := s.signingPrincipal(ctx, txq{tx}, c.App, w, c.Signed); perr == nil && principal.signer != nil {
+	err = s.authorizeOwner(ctx, q, c.App, owner, c.Signed, "wallet "+id)
+	var ce *Error
+	if _, inWriter := q.(txq); err != nil && !inWriter && owner != "" && c.Signed != nil && errors.As(err, &ce) && ce.Kind == Unauthorized {
+		if principal, perr := s.signingPrincipal(ctx, q, c.App, w, c.Signed); perr == nil && principal.signer != nil {
 			return nil, errorf(Forbidden, "Additional signers may only sign; to %s wallet %s the owner must approve.", verb, id)
 		}
 	}

@@ -236,11 +236,28 @@ func writeRaw(w http.ResponseWriter, body []byte) error {
 	return err
 }
 
+// detach gives a request that changes or signs something a context of its
+// own: it runs to its end once it has started, whatever the client does
+// with its socket (a half-closed socket cancels the request's context), so
+// it is decided, recorded and committed, or refused and the refusal
+// recorded, the same either way. The server's write timeout still bounds
+// it.
+func (s *Server) detach(r *http.Request) (*http.Request, context.CancelFunc) {
+	ctx := context.WithoutCancel(r.Context())
+	cancel := context.CancelFunc(func() {})
+	if d := s.deps.Config.Server.WriteTimeout.Duration; d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
+	return r.WithContext(ctx), cancel
+}
+
 // change builds the handler of a request that changes something or signs:
 // the call is built and checked at the edge, op does the work in custody,
 // and the response it committed is written as it is.
 func (s *Server) change(op func(r *http.Request, c custody.Call, body []byte) ([]byte, error)) HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		r, cancel := s.detach(r)
+		defer cancel()
 		c, body, err := s.call(r)
 		if err != nil {
 			return err

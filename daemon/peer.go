@@ -114,8 +114,10 @@ func (pp PeerPolicy) Allows(p Peer) bool {
 // without reading its request, and the connection is closed.
 type peerListener struct {
 	net.Listener
-	policy  PeerPolicy
-	log     *slog.Logger
+	policy PeerPolicy
+	log    *slog.Logger
+	// refused, when set, counts refused peers for the audit log.
+	refused *peerRefusals
 	metrics *metrics.Metrics // counts refused peers; nil counts nothing
 }
 
@@ -148,6 +150,9 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		if !l.policy.Allows(p) {
 			l.log.Warn("refused connection from a local user the config does not allow", "uid", p.UID, "gid", p.GID, "pid", p.PID)
 			l.metrics.Refusal("peer_not_allowed")
+			if l.refused != nil {
+				l.refused.add(p)
+			}
 			go refuse(c)
 			continue
 		}

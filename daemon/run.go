@@ -136,7 +136,8 @@ func Run(ctx context.Context, o RunOptions) error {
 	for _, g := range cfg.Server.AllowedGIDs {
 		policy.GIDs = append(policy.GIDs, uint32(g))
 	}
-	pl := &peerListener{Listener: ln, policy: policy, log: log, metrics: mx}
+	refusals := newPeerRefusals()
+	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals, metrics: mx}
 	// An own socket was bound in a private directory and renamed into place,
 	// so the listener's address is not the path clients use.
 	addr := cfg.Server.Socket
@@ -172,6 +173,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	defer stopWatchdog()
 	go srv.watchdog(wdCtx)
 	go purge(wdCtx, svc, log)
+	go every(wdCtx, time.Minute, func() {
+		if err := refusals.flush(wdCtx, alog); err != nil {
+			log.Error("audit of refused peers failed", "error", err)
+		}
+	})
 
 	var runErr error
 	select {
@@ -188,6 +194,9 @@ func Run(ctx context.Context, o RunOptions) error {
 		hs.Close()
 	}
 	cancel()
+	if err := refusals.flush(context.Background(), alog); err != nil {
+		log.Error("audit of refused peers failed", "error", err)
+	}
 	if _, err := alog.Record(context.Background(), audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
 	}
