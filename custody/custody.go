@@ -128,6 +128,9 @@ type Options struct {
 	// Embedded configures embedded wallets.
 	Embedded EmbeddedOptions
 	Logger   *slog.Logger
+	// Observer is told of released signatures and policy decisions (for
+	// metrics); nil tells nobody.
+	Observer Observer
 }
 
 // Service is the wallet API's domain logic.
