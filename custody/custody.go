@@ -28,6 +28,7 @@ import (
 	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -64,6 +65,17 @@ type Signed struct {
 	// writer, for the checks inside it (see authorizeOwner). A Signed
 	// serves one request, on one goroutine.
 	approvals map[string]*ownerApproval
+	// sigs does each signature's cryptography once for the request,
+	// however many quorums it is checked against.
+	sigs *quorum.Signatures
+}
+
+// signatures are the request's signatures, prepared once.
+func (sg *Signed) signatures() *quorum.Signatures {
+	if sg.sigs == nil {
+		sg.sigs = quorum.NewSignatures(sg.Payload, sg.Sigs)
+	}
+	return sg.sigs
 }
 
 // Call is who asks, and how.
@@ -116,6 +128,9 @@ type Options struct {
 	// Embedded configures embedded wallets.
 	Embedded EmbeddedOptions
 	Logger   *slog.Logger
+	// Observer is told of released signatures and policy decisions (for
+	// metrics); nil tells nobody.
+	Observer Observer
 }
 
 // Service is the wallet API's domain logic.
@@ -379,6 +394,9 @@ func (s *Service) Purge(ctx context.Context) error {
 		}
 		// No window is longer than policy.MaxWindowSeconds: older
 		// contributions can never count again.
+		if _, err := tx.Exec(`DELETE FROM aggregation_events_legacy WHERE at < ?`, now-policy.MaxWindowSeconds*1000); err != nil {
+			return err
+		}
 		_, err := tx.Exec(`DELETE FROM aggregation_events WHERE at < ?`, now-policy.MaxWindowSeconds*1000)
 		return err
 	})

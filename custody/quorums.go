@@ -2,7 +2,6 @@ package custody
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -165,7 +164,7 @@ func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum
 	if err != nil {
 		return false, nil, err
 	}
-	a, err := quorum.Verify(sg.Payload, sg.Sigs, vq.Candidates(), uk)
+	a, err := sg.signatures().Verify(vq.Candidates(), uk)
 	if errors.Is(err, quorum.ErrUnknownSigner) {
 		if stale, serr := s.staleUserKey(ctx, q, app, vq, sg); serr != nil {
 			return false, nil, serr
@@ -209,8 +208,8 @@ func (s *Service) userKeysLive(tx *store.Tx, keys []string) error {
 // staleUserKey explains a refusal better than "unknown signer" when a
 // signature comes from a member user's key that has expired or was revoked:
 // the SDK caches a user key until its expiry, and a client clock running
-// behind makes it send one a moment too late. It costs verifications only
-// on the refusal path.
+// behind makes it send one a moment too late. It runs on the refusal path
+// only, and costs lookups and at most one confirmation.
 func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (*Error, error) {
 	users := approvingUsers(vq)
 	if len(users) == 0 {
@@ -223,7 +222,6 @@ func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq qu
 		return nil, fmt.Errorf("read stale user keys: %w", err)
 	}
 	defer rows.Close()
-	digest := quorum.Digest(sg.Payload)
 	for rows.Next() {
 		var pk, uid string
 		var exp int64
@@ -231,18 +229,14 @@ func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq qu
 		if err := rows.Scan(&pk, &uid, &exp, &revoked); err != nil {
 			return nil, err
 		}
-		pub, err := quorum.ParsePublicKey(pk)
-		if err != nil {
-			continue
-		}
-		for _, sig := range sg.Sigs {
-			if ecdsa.VerifyASN1(pub, digest[:], sig) {
-				if revoked {
-					return errorf(Unauthorized, "The request is signed with a revoked user key of user %s (the user was deleted or holds newer keys); exchange the user's JWT for a new key.", uid), nil
-				}
-				return errorf(Unauthorized, "The request is signed with a user key of user %s that expired at %s; exchange the user's JWT for a new key.",
-					uid, time.UnixMilli(exp).UTC().Format(time.RFC3339)), nil
+		// A lookup among the signatures' recovered keys, not a
+		// verification per key.
+		if sg.signatures().SignedBy(pk) {
+			if revoked {
+				return errorf(Unauthorized, "The request is signed with a revoked user key of user %s (the user was deleted or holds newer keys); exchange the user's JWT for a new key.", uid), nil
 			}
+			return errorf(Unauthorized, "The request is signed with a user key of user %s that expired at %s; exchange the user's JWT for a new key.",
+				uid, time.UnixMilli(exp).UTC().Format(time.RFC3339)), nil
 		}
 	}
 	return nil, rows.Err()

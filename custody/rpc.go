@@ -1,12 +1,10 @@
 package custody
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -18,8 +16,6 @@ import (
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // principal is who a signing request acts as.
 type principal struct {
@@ -254,6 +250,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		if err != nil {
 			return nil, denied(err)
 		}
+		s.released(req.Method)
 		return out, nil
 	}
 	// eth_sendTransaction: record the signature and mark the idempotency
@@ -264,6 +261,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		idempotency: idemPending, response: release}); err != nil {
 		return nil, denied(err)
 	}
+	s.released(req.Method)
 	// What the node may have received is recorded even if the caller has
 	// gone: a retry under the same idempotency key must get the stored
 	// response, not sign and send a second transaction.
@@ -340,6 +338,7 @@ func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID
 	if err != nil {
 		return fmt.Errorf("audit of a policy denial on wallet %s: %w", walletID, err)
 	}
+	s.observer().PolicyDecision(false)
 	msg := "Request denied by policy: " + d.Reason
 	return &Error{Kind: PolicyViolation, Message: msg, RuleID: d.RuleID, RuleName: d.RuleName, Audited: true}
 }

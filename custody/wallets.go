@@ -182,14 +182,6 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 	return in, nil
 }
 
-func typeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("expected %s, not a JSON %s.", te.Type, te.Value)
-	}
-	return "malformed: " + err.Error()
-}
-
 // resolveOwner turns owner / owner_id into a quorum id, creating the
 // implicit one-member quorum of a single key. "" means no owner. Wallets,
 // policies, condition sets and aggregations are owned the same way.
