@@ -48,6 +48,9 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	cfg := o.Config
 	mx := metrics.New() // metrics.go: families, wiring and the metrics socket
+	// The hardware's optional interfaces (keys.Prober, keys.Anchor) are
+	// found on the raw backend: the metrics wrapper does not carry them.
+	raw := o.Backend
 	o.Backend = mx.Backend(o.Backend)
 	o.Store.ObserveCommits(mx.Commit)
 	defer o.Store.ObserveCommits(nil)
@@ -79,7 +82,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	// record must be able to recover by checkpointing. Everything that
 	// releases something gets the gated backend.
 	// A database behind the hardware's anchor was rolled back: refuse.
-	anchor, _ := o.Backend.(keys.Anchor)
+	anchor, _ := raw.(keys.Anchor)
 	if anchor != nil {
 		if _, _, err := audit.CheckAnchor(ctx, o.Store.DB(), anchor); err != nil {
 			return fmt.Errorf("refusing to serve: %w", err)
@@ -94,7 +97,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	gated := health.Gate(o.Backend, mon)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
-	startWatch(watchCtx, mon, o.Backend, o.Store, alog)
+	startWatch(watchCtx, mon, raw, o.Store, alog)
 	if err := awaitHealthy(ctx, mon); err != nil {
 		return fmt.Errorf("refusing to serve: %w", err)
 	}

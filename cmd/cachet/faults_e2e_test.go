@@ -518,7 +518,7 @@ func TestFaultRollbackRefused(t *testing.T) {
 			a.wallet(t)
 			d.stop()
 			if r := a.e.ok("audit", "verify", "--config", a.cfg); !strings.Contains(r.stdout, "the hardware anchors checkpoint") {
-				t.Fatalf("audit verify does not report the anchor: %s", r)
+				t.Fatalf("audit verify does not report the anchor: %s\n%s", r, d.output())
 			}
 			for _, f := range []string{db + "-wal", db + "-shm"} {
 				os.Remove(f)
