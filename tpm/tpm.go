@@ -168,12 +168,22 @@ type backend struct {
 	locked  map[uint32]error // generations present but refused (AllowLocked)
 	current uint32           // highest generation held; 0 when unprovisioned
 	srkName string           // hex; refreshed by every operation that creates the SRK
+	wrapped keys.WrappedKeys // format 2: backups of P-256 keys; set once after Open
 }
 
 var (
-	_ keys.Backend     = (*backend)(nil)
-	_ keys.Provisioner = (*backend)(nil)
+	_ keys.Backend         = (*backend)(nil)
+	_ keys.Provisioner     = (*backend)(nil)
+	_ keys.WrappedKeysUser = (*backend)(nil)
 )
+
+// UseWrappedKeys attaches the store of wrapped P-256 keys that format-2
+// generations need.
+func (b *backend) UseWrappedKeys(ws keys.WrappedKeys) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wrapped = ws
+}
 
 // Open connects to the TPM, unseals the root of every generation present
 // and returns the backend; the connection is closed before Open returns.
@@ -395,10 +405,19 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 	if gen < 1 || gen > maxGenerations {
 		return fmt.Errorf("tpm provision: %w: generation %d, want 1-%d", keys.ErrInvalidInput, gen, maxGenerations)
 	}
-	wantFP, err := keys.Fingerprint(root)
+	format := opts.Format
+	if format == 0 {
+		format = keys.FormatHMAC
+	}
+	if !format.Valid() {
+		return fmt.Errorf("tpm provision: %w: key format %d", keys.ErrInvalidInput, format)
+	}
+	wantFP, err := keys.FingerprintOf(format, root)
 	if err != nil {
 		return err
 	}
+	payload := sealedPayload(format, root)
+	defer keys.Zero(payload)
 	h := b.handle(gen)
 	var (
 		kr      *keyring
@@ -459,7 +478,7 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 			}
 		}
 
-		if err := sealRoot(t, srk, root, b.auth, policy, h, old); err != nil {
+		if err := sealRoot(t, srk, payload, b.auth, policy, h, old); err != nil {
 			return err
 		}
 
@@ -474,7 +493,7 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 			return fmt.Errorf("%w: nothing at %#x after EvictControl", errVerify, uint32(h))
 		}
 		got, err := unsealRoot(t, srk, h, name, b.pcrs, b.auth)
-		if err == nil && subtle.ConstantTimeCompare(got, root) != 1 {
+		if err == nil && subtle.ConstantTimeCompare(got, payload) != 1 {
 			keys.Zero(got)
 			err = errVerify
 		}
@@ -615,7 +634,7 @@ func (b *backend) AuthKey(ctx context.Context, label string) (*ecdsa.PublicKey, 
 	if err != nil {
 		return nil, err
 	}
-	_, pub, err := kr.p256(label)
+	_, pub, err := kr.p256For(ctx, b.wrapped, label)
 	if err != nil {
 		return nil, err
 	}
@@ -638,7 +657,7 @@ func (b *backend) SignAuth(ctx context.Context, label string, digest []byte) ([]
 	if err != nil {
 		return nil, err
 	}
-	d, _, err := kr.p256(label)
+	d, _, err := kr.p256For(ctx, b.wrapped, label)
 	if err != nil {
 		return nil, err
 	}
@@ -700,6 +719,7 @@ func (b *backend) Info(ctx context.Context) (keys.BackendInfo, error) {
 	if b.current != 0 {
 		info.Generations = slices.Sorted(maps.Keys(b.gens))
 		info.RootFingerprint = b.gens[b.current].fingerprint
+		info.Format = b.gens[b.current].format
 	}
 	return info, nil
 }
