@@ -119,9 +119,16 @@ type SignInput struct {
 type Options struct {
 	// PublicBase is the daemon's public URL: a signed request must be for
 	// it.
-	PublicBase    string
-	RatePerSecond float64
-	Burst         int
+	PublicBase string
+	// MaxRequestExpiry is the furthest in the future the expiry of a
+	// request the keys sign may be (default 24h). A key signs only requests
+	// that carry privy-request-expiry: its signature then stops being
+	// usable at that instant, on this appliance and on any copy of it
+	// (a store restored from a backup taken before the request ran has
+	// forgotten its digest).
+	MaxRequestExpiry time.Duration
+	RatePerSecond    float64
+	Burst            int
 }
 
 // Service manages and uses the keys.
@@ -138,6 +145,9 @@ type Service struct {
 // New returns the service over the raw hardware backend; each use of a key
 // is recorded by the service itself, in the commit that releases it.
 func New(st *store.Store, k keys.Backend, opts Options) *Service {
+	if opts.MaxRequestExpiry <= 0 {
+		opts.MaxRequestExpiry = 24 * time.Hour
+	}
 	if opts.RatePerSecond <= 0 {
 		opts.RatePerSecond = 100
 	}
@@ -382,9 +392,15 @@ func (s *Service) Sign(ctx context.Context, app string, who Caller, id string, i
 	if len(k.AllowedRequests) > 0 && !slices.ContainsFunc(k.AllowedRequests, func(p string) bool { return matches(p, method, path) }) {
 		return "", errorf(Forbidden, "Authorization key %s may not sign %s %s (allowed_requests).", id, method, path)
 	}
-	hdr := http.Header{}
-	for name, v := range in.Headers {
-		hdr.Set(name, v)
+	hdr, err := signedHeaders(in.Headers)
+	if err != nil {
+		return "", err
+	}
+	if _, err := quorum.CheckExpiry(hdr.Get(quorum.HeaderRequestExpiry), s.now(), s.opts.MaxRequestExpiry); err != nil {
+		return "", errorf(Invalid, "headers.%s: %v.", quorum.HeaderRequestExpiry, err)
+	}
+	if hdr.Get(quorum.HeaderRequestExpiry) == "" {
+		return "", errorf(Invalid, "headers.%s: required; an authorization key signs only requests that expire (at most %s ahead), so its signature can never be replayed later.", quorum.HeaderRequestExpiry, s.opts.MaxRequestExpiry)
 	}
 	if hdr.Get("privy-app-id") != app {
 		return "", errorf(Forbidden, "headers: privy-app-id must be this app's id; a key signs for its own app only.")
@@ -433,6 +449,34 @@ func (s *Service) Sign(ctx context.Context, app string, who Caller, id string, i
 		return "", err
 	}
 	return base64.StdEncoding.EncodeToString(sig), nil
+}
+
+// signedHeaders reads the headers of a request to sign: only the privy-
+// headers that go into the signed payload, each once (header names compare
+// without case, so "privy-app-id" and "Privy-App-Id" are one header, and
+// both given would leave which one counts to the reader).
+func signedHeaders(in map[string]string) (http.Header, error) {
+	hdr := http.Header{}
+	for name := range in {
+		canon := http.CanonicalHeaderKey(name)
+		switch strings.ToLower(name) {
+		case quorum.HeaderAppID, quorum.HeaderIdempotencyKey, quorum.HeaderRequestExpiry:
+		default:
+			return nil, errorf(Invalid, "headers: %q is not a header of the signed payload (privy-app-id, privy-idempotency-key, privy-request-expiry).", truncate(name, 64))
+		}
+		if _, dup := hdr[canon]; dup {
+			return nil, errorf(Invalid, "headers: %s is given twice (header names are not case-sensitive).", strings.ToLower(name))
+		}
+		hdr[canon] = []string{in[name]}
+	}
+	return hdr, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // bodyBytes turns the body field into the bytes the request will carry:

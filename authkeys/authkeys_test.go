@@ -119,8 +119,8 @@ func TestSignVerifies(t *testing.T) {
 		AllowedRequests: []string{"POST /v1/wallets/*/rpc", "PATCH /v1/wallets/*"}})
 	for _, in := range []authkeys.SignInput{
 		rpcRequest("w1"),
-		{Method: "patch", URL: "http://localhost/v1/wallets/w1", Body: json.RawMessage(`{"policy_ids":[]}`), Headers: map[string]string{"Privy-App-Id": app}},
-		{Method: "PATCH", URL: "http://localhost/v1/wallets/w1", Body: json.RawMessage(`""`), Headers: map[string]string{"privy-app-id": app}},
+		{Method: "patch", URL: "http://localhost/v1/wallets/w1", Body: json.RawMessage(`{"policy_ids":[]}`), Headers: map[string]string{"Privy-App-Id": app, "privy-request-expiry": "1800000900000"}},
+		{Method: "PATCH", URL: "http://localhost/v1/wallets/w1", Body: json.RawMessage(`""`), Headers: map[string]string{"privy-app-id": app, "Privy-Request-Expiry": "1800000900000"}},
 	} {
 		sig, err := e.svc.Sign(e.ctx, app, server, k.ID, in)
 		if err != nil {
@@ -188,6 +188,14 @@ func TestSignRefusals(t *testing.T) {
 		{"GET is never signed", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Method = "GET" }), authkeys.Invalid},
 		{"body that is not a request body", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Body = json.RawMessage(`"text"`) }), authkeys.Invalid},
 		{"unknown key", server, app, "nosuchkey", rpcRequest("w1"), authkeys.NotFound},
+		// A request without an expiry could be replayed for ever (against a
+		// store restored from an older backup, say): never signed.
+		{"no request expiry", server, app, k.ID, with(func(in *authkeys.SignInput) { delete(in.Headers, "privy-request-expiry") }), authkeys.Invalid},
+		{"expired request", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Headers["privy-request-expiry"] = "1799999999999" }), authkeys.Invalid},
+		{"expiry past the horizon", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Headers["privy-request-expiry"] = "1800086400001" }), authkeys.Invalid},
+		{"malformed expiry", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Headers["privy-request-expiry"] = "soon" }), authkeys.Invalid},
+		{"a header twice in two cases", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Headers["PRIVY-REQUEST-EXPIRY"] = "1800000100000" }), authkeys.Invalid},
+		{"a header outside the payload", server, app, k.ID, with(func(in *authkeys.SignInput) { in.Headers["privy-authorization-signature"] = "x" }), authkeys.Invalid},
 		{"deleted key", server, app, deleted.ID, rpcRequest("w1"), authkeys.Forbidden},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,6 +303,7 @@ func TestKeysComeBackWithTheRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := authkeys.New(st, token(t, root), authkeys.Options{PublicBase: "http://localhost"})
+	authkeys.SetNow(second, func() time.Time { return time.Unix(1_800_000_000, 0) })
 	sig, err := second.Sign(ctx, app, server, live.ID, rpcRequest("w1"))
 	if err != nil {
 		t.Fatal(err)

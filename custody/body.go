@@ -2,9 +2,7 @@ package custody
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"strings"
 
 	"github.com/cachet-custody/cachet/internal/strictjson"
 )
@@ -14,8 +12,9 @@ const maxBodyDepth = 8
 
 // DecodeBody decodes a request body into v strictly: one JSON object, no
 // repeated key (a relay could otherwise add a second value the client never
-// sent), no unknown field, and a type error names its field. An empty body
-// is an empty object.
+// sent), no unknown field, every name matched exactly (never by case or
+// Unicode folding), valid UTF-8, and a type error names its field. An empty
+// body is an empty object.
 func DecodeBody(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
@@ -23,19 +22,16 @@ func DecodeBody(body []byte, v any) error {
 	if err := checkBody(body); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return errorf(Invalid, "%s: expected %s, not a JSON %s.", te.Field, te.Type, te.Value)
-		}
-		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			name = strings.Trim(name, `"`)
-			if len(name) > strictjson.MaxKeyChars {
-				return errorf(Invalid, "The body has an unknown field with a %d-character name.", len(name))
-			}
-			return errorf(Invalid, "%s: unknown field.", name)
+	return decodeAt(body, "", v)
+}
+
+// decodeAt decodes raw, a value already checked as part of its body, found
+// at path, into v with DecodeBody's rules.
+func decodeAt(raw []byte, path string, v any) error {
+	if err := strictjson.Decode(raw, path, v); err != nil {
+		var se *strictjson.Error
+		if errors.As(err, &se) {
+			return errorf(Invalid, "%s", se.Error())
 		}
 		return errorf(Invalid, "The body is not valid JSON for this request.")
 	}
@@ -50,15 +46,29 @@ func required(name, v string) error {
 	return nil
 }
 
-// checkBody refuses a body that is not one JSON object, nests too deep or
-// repeats a key.
+// checkBody refuses a body that is not one JSON object, is not valid
+// UTF-8, nests too deep or repeats a key.
 func checkBody(body []byte) error {
-	if err := (*strictjson.Options)(nil).Check(body, maxBodyDepth); err != nil {
-		var se *strictjson.Error
-		if errors.As(err, &se) {
-			return errorf(Invalid, "%s", se.Error())
-		}
-		return errorf(Invalid, "The body is not a JSON object.")
+	return strictError((*strictjson.Options)(nil).Check(body, maxBodyDepth), "The body is not a JSON object.")
+}
+
+// checkValue is checkBody for a body that may be any JSON value (an array
+// of items, say).
+func checkValue(body []byte) error {
+	return strictError((*strictjson.Options)(nil).CheckValue(body, maxBodyDepth), "The body is not valid JSON.")
+}
+
+// strictError converts a strictjson check's error to Invalid; otherwise is
+// the message for a body that does not parse.
+func strictError(err error, otherwise string) error {
+	var se *strictjson.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		return errorf(Invalid, "%s", se.Error())
+	case errors.Is(err, strictjson.ErrInvalidUTF8):
+		return errorf(Invalid, "The body is not valid UTF-8.")
 	}
-	return nil
+	return errorf(Invalid, "%s", otherwise)
 }

@@ -1,6 +1,7 @@
 package custody
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -99,8 +100,10 @@ func (s *Service) GetConditionSet(ctx context.Context, app, id string) (*Conditi
 }
 
 // ownedSet loads a condition set and checks its owner approved the request.
-func (s *Service) ownedSet(ctx context.Context, tx *store.Tx, c Call, id string) (*ConditionSet, error) {
-	cs, err := loadConditionSet(ctx, txq{tx}, c.App, id)
+// Called first with the reader pool (verifying), then in the write
+// transaction (checking the approval is unchanged); see authorizeOwner.
+func (s *Service) ownedSet(ctx context.Context, q querier, c Call, id string) (*ConditionSet, error) {
+	cs, err := loadConditionSet(ctx, q, c.App, id)
 	if err != nil {
 		return nil, err
 	}
@@ -108,18 +111,22 @@ func (s *Service) ownedSet(ctx context.Context, tx *store.Tx, c Call, id string)
 	if cs.OwnerID != nil {
 		owner = *cs.OwnerID
 	}
-	return cs, s.authorizeOwner(ctx, txq{tx}, c.App, owner, c.Signed, "condition set "+id)
+	return cs, s.authorizeOwner(ctx, q, c.App, owner, c.Signed, "condition set "+id)
 }
 
 // UpdateConditionSet is PATCH /v1/condition_sets/{id}: its owner's
 // threshold.
 func (s *Service) UpdateConditionSet(ctx context.Context, c Call, id string, in ConditionSetInput) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if _, err := s.ownedSet(ctx, s.st, c, id); err != nil {
+		return nil, err
+	}
 	if in.Owner != nil && in.OwnerID != nil {
 		return nil, errorf(Invalid, "owner and owner_id are mutually exclusive.")
 	}
 	return s.commit(ctx, action{call: c, name: "condition_set.update", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedSet(ctx, tx, c, id); err != nil {
+			if _, err := s.ownedSet(ctx, txq{tx}, c, id); err != nil {
 				return nil, err
 			}
 			if in.Name != nil {
@@ -147,9 +154,13 @@ func (s *Service) UpdateConditionSet(ctx context.Context, c Call, id string, in 
 // threshold. Policies that name it then fail closed: an ALLOW condition on a
 // deleted set fails, a DENY one matches.
 func (s *Service) DeleteConditionSet(ctx context.Context, c Call, id string) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if _, err := s.ownedSet(ctx, s.st, c, id); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{call: c, name: "condition_set.delete", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedSet(ctx, tx, c, id); err != nil {
+			if _, err := s.ownedSet(ctx, txq{tx}, c, id); err != nil {
 				return nil, err
 			}
 			if _, err := tx.Exec(`UPDATE condition_sets SET deleted_at = ?, version = version + 1 WHERE id = ?`, s.nowMS(), id); err != nil {
@@ -165,19 +176,24 @@ func ParseItems(body []byte) ([]string, error) {
 	var items []struct {
 		Value *string `json:"value"`
 	}
-	trimmed := strings.TrimSpace(string(body))
-	var err error
-	if strings.HasPrefix(trimmed, "{") {
+	if err := checkValue(body); err != nil {
+		return nil, err
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '{' {
 		var wrapped struct {
 			Items json.RawMessage `json:"items"`
 		}
-		if err = json.Unmarshal(body, &wrapped); err == nil {
-			err = json.Unmarshal(wrapped.Items, &items)
+		if err := decodeAt(body, "", &wrapped); err != nil {
+			return nil, err
 		}
-	} else {
-		err = json.Unmarshal(body, &items)
+		if err := decodeAt(wrapped.Items, "items", &items); err != nil {
+			return nil, err
+		}
+	} else if err := decodeAt(body, "", &items); err != nil {
+		return nil, err
 	}
-	if err != nil {
+	if items == nil {
 		return nil, errorf(Invalid, "The body must be an array of {\"value\": ...}.")
 	}
 	if len(items) > maxItemsPerWrite {
@@ -196,6 +212,10 @@ func ParseItems(body []byte) ([]string, error) {
 // AddItems is POST (replace=false) and PUT (replace=true)
 // .../condition_set_items: the set owner's threshold.
 func (s *Service) AddItems(ctx context.Context, c Call, id string, values []string, replace bool) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if _, err := s.ownedSet(ctx, s.st, c, id); err != nil {
+		return nil, err
+	}
 	name := "condition_set.items.append"
 	if replace {
 		name = "condition_set.items.replace"
@@ -203,7 +223,7 @@ func (s *Service) AddItems(ctx context.Context, c Call, id string, values []stri
 	return s.commit(ctx, action{call: c, name: name, target: id, replay: true,
 		detail: map[string]any{"items": len(values)},
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedSet(ctx, tx, c, id); err != nil {
+			if _, err := s.ownedSet(ctx, txq{tx}, c, id); err != nil {
 				return nil, err
 			}
 			if replace {
@@ -231,9 +251,13 @@ func (s *Service) AddItems(ctx context.Context, c Call, id string, values []stri
 // DeleteItem is DELETE .../condition_set_items/{item_id}: the set owner's
 // threshold.
 func (s *Service) DeleteItem(ctx context.Context, c Call, id, itemID string) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if _, err := s.ownedSet(ctx, s.st, c, id); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{call: c, name: "condition_set.items.delete", target: id + "/" + itemID, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedSet(ctx, tx, c, id); err != nil {
+			if _, err := s.ownedSet(ctx, txq{tx}, c, id); err != nil {
 				return nil, err
 			}
 			res, err := tx.Exec(`DELETE FROM condition_set_items WHERE id = ? AND set_id = ?`, itemID, id)

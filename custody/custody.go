@@ -28,6 +28,7 @@ import (
 	"github.com/cachet-custody/cachet/internal/apierr"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/policy"
+	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -59,6 +60,22 @@ type Signed struct {
 	Payload []byte
 	Sigs    [][]byte
 	Expiry  time.Time // zero when the request carries none
+
+	// approvals are the owners whose approval was verified outside the
+	// writer, for the checks inside it (see authorizeOwner). A Signed
+	// serves one request, on one goroutine.
+	approvals map[string]*ownerApproval
+	// sigs does each signature's cryptography once for the request,
+	// however many quorums it is checked against.
+	sigs *quorum.Signatures
+}
+
+// signatures are the request's signatures, prepared once.
+func (sg *Signed) signatures() *quorum.Signatures {
+	if sg.sigs == nil {
+		sg.sigs = quorum.NewSignatures(sg.Payload, sg.Sigs)
+	}
+	return sg.sigs
 }
 
 // Call is who asks, and how.
@@ -85,8 +102,9 @@ func RequestHash(method, path string, body []byte) []byte {
 
 // Options configures the service.
 type Options struct {
-	// MaxRequestExpiry is how long the digest of a signed request without
-	// an expiry is remembered.
+	// MaxRequestExpiry is the furthest in the future a request's expiry may
+	// be (the edge checks it); digests of requests without one are kept
+	// forever.
 	MaxRequestExpiry time.Duration
 	// IdempotencyTTL is how long an idempotency key is kept.
 	IdempotencyTTL time.Duration
@@ -124,6 +142,16 @@ type Service struct {
 	imports oneTime[pendingImport]
 	// challenges are the open challenges of embedded wallets.
 	challenges oneTime[pendingChallenge]
+	// afterAuthorize, when set (tests only), runs right after a release's
+	// signatures were checked: it stands for a change that commits between
+	// the check and the release.
+	afterAuthorize func()
+}
+
+func (s *Service) authorized() {
+	if s.afterAuthorize != nil {
+		s.afterAuthorize()
+	}
 }
 
 // New returns the service. keys is the raw hardware backend: the service
@@ -318,20 +346,28 @@ func (s *Service) Replayed(ctx context.Context, c Call) (json.RawMessage, bool, 
 	return resp, true, nil
 }
 
-// rememberDigest records an accepted signed request until it could no longer
-// be accepted, and refuses one already accepted.
+// replayMargin is how long past its expiry the digest of an expiring
+// request is kept: the expiry check reads the wall clock, and a clock
+// stepped back by less than this cannot make a purged request valid again.
+const replayMargin = 15 * time.Minute
+
+// rememberDigest records an accepted signed request and refuses one already
+// accepted. A request with an expiry is remembered until it could no longer
+// be accepted; one without is remembered for the lifetime of the store.
 func (s *Service) rememberDigest(tx *store.Tx, sg *Signed) error {
 	d := sha256.Sum256(sg.Payload)
-	until := sg.Expiry
-	if until.IsZero() {
-		until = s.now().Add(s.opts.MaxRequestExpiry)
+	var until any // NULL: forever
+	if !sg.Expiry.IsZero() {
+		until = sg.Expiry.Add(replayMargin).UnixMilli()
 	}
-	_, err := tx.Exec(`INSERT INTO replay_digests(digest, expires_at) VALUES (?, ?)`, d[:], until.UnixMilli())
+	_, err := tx.Exec(`INSERT INTO replay_digests(digest, expires_at) VALUES (?, ?)`, d[:], until)
 	if store.IsConstraint(err) {
-		return errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
+		return errReplayed
 	}
 	return err
 }
+
+var errReplayed = errorf(Unauthorized, "This signed request was already accepted once; sign a new request (a new request expiry or idempotency key makes it new).")
 
 // Purge deletes replay digests past their expiry, idempotency keys past
 // their TTL, and aggregation contributions older than any window. The daemon

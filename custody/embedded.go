@@ -39,8 +39,10 @@ type EmbeddedOptions struct {
 	// ChallengeLifetime is how long a challenge for a change of recovery
 	// method waits for its answer.
 	ChallengeLifetime time.Duration
-	// MaxChallenges bounds the open challenges of one app.
-	MaxChallenges int
+	// MaxChallenges bounds the open challenges of one app,
+	// MaxChallengesPerUser those of one user and MaxChallengesPerWallet
+	// those of one wallet, so that no user can use up another's.
+	MaxChallenges, MaxChallengesPerUser, MaxChallengesPerWallet int
 }
 
 func (o EmbeddedOptions) withDefaults() EmbeddedOptions {
@@ -53,6 +55,8 @@ func (o EmbeddedOptions) withDefaults() EmbeddedOptions {
 	def(&o.RecoverPerWallet, 5)
 	def(&o.AuthSharePerWallet, 120)
 	def(&o.MaxChallenges, 1000)
+	def(&o.MaxChallengesPerUser, 10)
+	def(&o.MaxChallengesPerWallet, 3)
 	if o.Window <= 0 {
 		o.Window = time.Hour
 	}
@@ -530,9 +534,11 @@ func (s *Service) EmbeddedChallenge(ctx context.Context, c Call, id string, body
 	if err != nil {
 		return nil, err
 	}
-	if !s.challenges.put(c.App, resp.Challenge, pendingChallenge{walletID: id, userID: w.UserID, priv: priv},
-		time.UnixMilli(resp.ExpiresAt), now, s.opts.Embedded.MaxChallenges) {
-		return nil, errorf(TooManyRequests, "This app has %d open challenges; answer or let them expire first.", s.opts.Embedded.MaxChallenges)
+	o := s.opts.Embedded
+	limits := []limit{{"app " + c.App, o.MaxChallenges}, {"user " + w.UserID, o.MaxChallengesPerUser}, {"wallet " + id, o.MaxChallengesPerWallet}}
+	if full := s.challenges.put(resp.Challenge, pendingChallenge{walletID: id, userID: w.UserID, priv: priv},
+		time.UnixMilli(resp.ExpiresAt), now, limits...); full != nil {
+		return nil, errorf(TooManyRequests, "The %s has %d open challenges; answer or let them expire first.", strings.SplitN(full.scope, " ", 2)[0], full.max)
 	}
 	return out, nil
 }
@@ -611,11 +617,11 @@ func (s *Service) SetEmbeddedRecovery(ctx context.Context, c Call, id string, bo
 	}
 	defer clear(plain)
 	var p recovery.Payload
-	if err := DecodeBody(plain, &p); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "payload." + e.Message
-		}
+	// The plaintext was never seen by the edge: checked here as a body.
+	if err := checkBody(plain); err != nil {
+		return nil, errorf(Invalid, "payload: %s", err.Error())
+	}
+	if err := decodeAt(plain, "payload", &p); err != nil {
 		return nil, err
 	}
 	if err := p.Validate(); err != nil {

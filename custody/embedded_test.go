@@ -518,3 +518,60 @@ func TestEmbeddedOtherRoot(t *testing.T) {
 	}
 	e.unchanged(t, before)
 }
+
+// Open challenges are capped per wallet and per user as well as per app,
+// so one user who asks for challenges without answering them blocks only
+// their own wallet's recovery changes, never another user's.
+func TestChallengesCappedPerWalletAndUser(t *testing.T) {
+	e, p := newUserEnv(t, custody.Options{Embedded: custody.EmbeddedOptions{MaxChallenges: 100, MaxChallengesPerUser: 4, MaxChallengesPerWallet: 2}})
+	e.createUser("alice")
+	e.createUser("bob")
+	var seen [][]byte
+	alice, bob := p.token("alice", time.Hour, nil), p.token("bob", time.Hour, nil)
+	ask := func(id, jwt string) error {
+		cb := mustJSON(t, map[string]string{"user_jwt": jwt})
+		_, err := e.svc.EmbeddedChallenge(e.ctx, e.embeddedCall("/v1/embedded_wallets/"+id+"/challenge", cb), id, cb)
+		return err
+	}
+	var aliceWallets []string
+	for range 3 {
+		w, err := e.createEmbedded(e.device(&seen), alice, "automatic")
+		if err != nil {
+			t.Fatal(err)
+		}
+		aliceWallets = append(aliceWallets, w.ID)
+	}
+	bobs, err := e.createEmbedded(e.device(&seen), bob, "automatic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two per wallet.
+	for range 2 {
+		if err := ask(aliceWallets[0], alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ce := wantKind(t, ask(aliceWallets[0], alice), custody.TooManyRequests)
+	if !strings.Contains(ce.Message, "wallet has 2 open challenges") {
+		t.Fatalf("message %q", ce.Message)
+	}
+	// Four per user.
+	for range 2 {
+		if err := ask(aliceWallets[1], alice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ce = wantKind(t, ask(aliceWallets[2], alice), custody.TooManyRequests)
+	if !strings.Contains(ce.Message, "user has 4 open challenges") {
+		t.Fatalf("message %q", ce.Message)
+	}
+	// Bob is not affected.
+	if err := ask(bobs.ID, bob); err != nil {
+		t.Fatalf("another user's challenge: %v", err)
+	}
+	// Expired challenges free the slots.
+	e.clock.Advance(time.Hour)
+	if err := ask(aliceWallets[2], alice); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+}

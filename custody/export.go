@@ -29,9 +29,6 @@ type exportInput struct {
 // outside this function, and only after the export and exported_at are
 // durably recorded.
 func (s *Service) Export(ctx context.Context, c Call, id string, body []byte) (json.RawMessage, error) {
-	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
-		return out, err
-	}
 	var in exportInput
 	if err := DecodeBody(body, &in); err != nil {
 		return nil, err
@@ -63,13 +60,16 @@ func (s *Service) Export(ctx context.Context, c Call, id string, body []byte) (j
 	if !p.owner {
 		return nil, errorf(Forbidden, "Additional signers may only sign; to export wallet %s its owner must approve.", id)
 	}
+	// A retry under an idempotency key gets the stored response only once
+	// it has passed the same authorization as the original.
+	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
+		return out, err
+	}
 	if seed && w.entropyType != "hd" {
 		return nil, errorf(Invalid, "export_seed_phrase: wallet %s was imported from a private key and has no seed phrase; export its private key instead.", id)
 	}
-	state, err := authState(ctx, s.st, id, p.quorums)
-	if err != nil {
-		return nil, err
-	}
+	state := p.state(w)
+	s.authorized()
 	pin := policy.Input{AppID: c.App, WalletID: id, PolicyIDs: p.policies(w), Request: &wallet.Request{Method: method}}
 	dec, err := s.policy.Evaluate(ctx, pin)
 	if err != nil {

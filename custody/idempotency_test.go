@@ -3,6 +3,7 @@ package custody_test
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -198,7 +199,8 @@ func TestIdempotentRPC(t *testing.T) {
 }
 
 // TestReplay: a signed request runs once; its digest is kept until the
-// request's expiry (or MaxRequestExpiry without one) and then purged.
+// request's expiry (plus a margin for clock steps) and then purged, or
+// forever for a request without an expiry.
 func TestReplay(t *testing.T) {
 	const maxExpiry = time.Hour
 	e := newEnv(t, envConfig{opts: custody.Options{MaxRequestExpiry: maxExpiry}})
@@ -267,8 +269,9 @@ func TestReplay(t *testing.T) {
 		}
 	})
 
+	// Digests with their expiry; -1 stands for NULL, kept forever.
 	digests := func() []int64 {
-		rows, err := e.st.DB().QueryContext(e.ctx, `SELECT expires_at FROM replay_digests ORDER BY expires_at`)
+		rows, err := e.st.DB().QueryContext(e.ctx, `SELECT coalesce(expires_at, -1) FROM replay_digests ORDER BY expires_at`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,10 +284,9 @@ func TestReplay(t *testing.T) {
 		}
 		return out
 	}
-	start := e.clock.Now()
-	got := digests()
-	want := []int64{expiry.UnixMilli(), start.Add(maxExpiry).UnixMilli(), start.Add(maxExpiry).UnixMilli(), start.Add(maxExpiry).UnixMilli()}
-	if len(got) != 4 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] || got[3] != want[3] {
+	kept := expiry.Add(15 * time.Minute).UnixMilli()
+	want := []int64{-1, -1, -1, kept} // NULLs sort first
+	if got := digests(); !slices.Equal(got, want) {
 		t.Fatalf("replay digests expire at %v, want %v", got, want)
 	}
 
@@ -292,26 +294,34 @@ func TestReplay(t *testing.T) {
 		if err := e.svc.Purge(e.ctx); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(digests()); n != 4 {
-			t.Errorf("%d digests after an early Purge, want 4", n)
+		if got := digests(); !slices.Equal(got, want) {
+			t.Errorf("digests after an early Purge = %v, want %v", got, want)
 		}
 	})
-	t.Run("Purge drops a digest after the request's expiry", func(t *testing.T) {
-		e.clock.Advance(10*time.Minute + time.Millisecond)
+	t.Run("Purge drops a digest after the request's expiry and the margin", func(t *testing.T) {
+		e.clock.Advance(25*time.Minute + time.Millisecond)
 		if err := e.svc.Purge(e.ctx); err != nil {
 			t.Fatal(err)
 		}
-		if got := digests(); len(got) != 3 || got[0] != want[1] {
-			t.Errorf("digests after the expiry = %v, want %v", got, want[1:])
+		if got := digests(); !slices.Equal(got, want[:3]) {
+			t.Errorf("digests after the expiry = %v, want %v", got, want[:3])
 		}
 	})
-	t.Run("Purge drops the others after MaxRequestExpiry", func(t *testing.T) {
-		e.clock.Advance(maxExpiry)
+	t.Run("requests without expiry are refused long after MaxRequestExpiry", func(t *testing.T) {
+		e.clock.Advance(100 * maxExpiry)
 		if err := e.svc.Purge(e.ctx); err != nil {
 			t.Fatal(err)
 		}
-		if got := digests(); len(got) != 0 {
-			t.Errorf("digests after MaxRequestExpiry = %v, want none", got)
+		if got := digests(); !slices.Equal(got, want[:3]) {
+			t.Errorf("digests after 100 horizons = %v, want %v", got, want[:3])
+		}
+		e.refused(t, custody.Unauthorized, func() error {
+			_, err := e.svc.RPC(e.ctx, rpcNoExpiry, w.ID, bodyNoExpiry, false)
+			return err
+		})
+		e.refused(t, custody.Unauthorized, func() error { _, err := e.updateWallet(update, w.ID); return err })
+		if n := e.audits("wallet.rpc", ""); n != rpcs+1 {
+			t.Errorf("wallet.rpc records = %d after late replays, want %d", n, rpcs+1)
 		}
 	})
 }
@@ -390,4 +400,52 @@ func TestPurgeAggregationEvents(t *testing.T) {
 	if n := e.count(`SELECT COUNT(*) FROM aggregation_events`); n != 2 {
 		t.Fatalf("%d contributions after purge, want the 2 inside 72 h", n)
 	}
+}
+
+// An idempotent retry is answered from the store only after it passes the
+// same authorization as the original: the app's credentials and the
+// idempotency key alone (without the owner's signatures, or with another
+// key's) do not fetch a stored signature or export.
+func TestIdempotentRetryIsAuthorized(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	owner, stranger := newAuthKey(t), newAuthKey(t)
+	w := e.createWallet(appA, `{"chain_type":"ethereum","owner":{"public_key":"`+owner.pub+`"}}`)
+	body := signTxBody()
+	first, err := e.rpc(request{body: body, signers: keysOf(owner), idem: "retry-1"}, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		signers []authKey
+	}{
+		{"unsigned retry", nil},
+		{"retry signed by a stranger", keysOf(stranger)},
+		{"retry with a stranger's signature added", keysOf(owner, stranger)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.refused(t, custody.Unauthorized, func() error {
+				_, err := e.rpc(request{body: body, signers: tc.signers, idem: "retry-1"}, w.ID)
+				return err
+			})
+		})
+	}
+	again, err := e.rpc(request{body: body, signers: keysOf(owner), idem: "retry-1"}, w.ID)
+	if err != nil || string(again) != string(first) {
+		t.Fatalf("the owner's retry: %s, %v; want the stored response", again, err)
+	}
+
+	// The same for an export: the stored response is the key encrypted to
+	// the original recipient, but even that is not released unapproved.
+	recipient := mustJSON(t, map[string]any{"encryption_type": "HPKE", "recipient_public_key": func() string { _, s := newRecipient(t); return s }()})
+	exp := func(signers ...authKey) error {
+		r := request{method: "POST", path: "/v1/wallets/" + w.ID + "/export", body: recipient, signers: signers, idem: "export-1"}
+		_, err := e.svc.Export(e.ctx, e.call(r), w.ID, recipient)
+		return err
+	}
+	if err := exp(owner); err != nil {
+		t.Fatal(err)
+	}
+	e.refused(t, custody.Unauthorized, func() error { return exp() })
+	e.refused(t, custody.Unauthorized, func() error { return exp(stranger) })
 }

@@ -163,7 +163,7 @@ func (s *Service) ImportInit(ctx context.Context, c Call, body []byte) (json.Raw
 	if err != nil {
 		return nil, err
 	}
-	if !s.imports.put(c.App, importKey(c.App, addr), p, expires, now, s.opts.MaxPendingImports) {
+	if s.imports.put(importKey(c.App, addr), p, expires, now, limit{c.App, s.opts.MaxPendingImports}) != nil {
 		return nil, errorf(Conflict, "This app already has %d wallet imports waiting for their submit; submit or let them expire first.", s.opts.MaxPendingImports)
 	}
 	return out, nil
@@ -180,20 +180,18 @@ func (s *Service) ImportSubmit(ctx context.Context, c Call, body []byte) (json.R
 		return nil, err
 	}
 	wraw, ok := raw["wallet"]
-	if !ok || string(wraw) == "null" {
-		return nil, errorf(Invalid, "wallet: required.")
-	}
 	delete(raw, "wallet")
+	// The other members first, so that a misspelt "wallet" is named as an
+	// unknown member rather than reported missing.
 	in, err := parseWalletFields(raw, true, false)
 	if err != nil {
 		return nil, err
 	}
+	if !ok || string(wraw) == "null" {
+		return nil, errorf(Invalid, "wallet: required.")
+	}
 	var wi importWalletInput
-	if err := DecodeBody(wraw, &wi); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "wallet." + e.Message
-		}
+	if err := decodeAt(wraw, "wallet", &wi); err != nil {
 		return nil, err
 	}
 	addr, index, err := checkImportTarget("wallet.", wi.Address, wi.ChainType, wi.EntropyType, wi.EncryptionType, wi.Index)
@@ -281,11 +279,7 @@ func checkHPKEConfig(raw json.RawMessage) error {
 		Info          *string `json:"info"`
 		AAD           *string `json:"aad"`
 	}
-	if err := DecodeBody(raw, &cfg); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "wallet.hpke_config." + e.Message
-		}
+	if err := decodeAt(raw, "wallet.hpke_config", &cfg); err != nil {
 		return err
 	}
 	if cfg.AEADAlgorithm != nil && *cfg.AEADAlgorithm != "CHACHA20_POLY1305" {

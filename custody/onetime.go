@@ -16,33 +16,54 @@ type oneTime[T any] struct {
 }
 
 type oneTimeEntry[T any] struct {
-	scope   string // what max counts over: the app
+	scopes  []string // what the limits count over: the app, the user, the wallet
 	v       T
 	expires time.Time
 }
 
+// limit is how many live values one scope may hold.
+type limit struct {
+	scope string
+	max   int
+}
+
 // put stores v under key until expires, replacing an earlier value under
-// the same key, after dropping expired ones. It refuses when scope already
-// holds max live values.
-func (o *oneTime[T]) put(scope, key string, v T, expires, now time.Time, max int) bool {
+// the same key, after dropping expired ones. It refuses, returning the
+// limit that is full, when any scope already holds its max live values: a
+// per-app limit alone would let one user fill it for everyone.
+func (o *oneTime[T]) put(key string, v T, expires, now time.Time, limits ...limit) (full *limit) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.m == nil {
 		o.m = map[string]oneTimeEntry[T]{}
 	}
-	n := 0
+	counts := make([]int, len(limits))
 	for k, e := range o.m {
 		if !now.Before(e.expires) {
 			delete(o.m, k)
-		} else if e.scope == scope {
-			n++
+			continue
+		}
+		for i, l := range limits {
+			for _, sc := range e.scopes {
+				if sc == l.scope {
+					counts[i]++
+				}
+			}
 		}
 	}
-	if _, replacing := o.m[key]; !replacing && n >= max {
-		return false
+	if _, replacing := o.m[key]; !replacing {
+		for i := range limits {
+			if counts[i] >= limits[i].max {
+				return &limits[i]
+			}
+		}
 	}
-	o.m[key] = oneTimeEntry[T]{scope: scope, v: v, expires: expires}
-	return true
+	scopes := make([]string, len(limits))
+	for i, l := range limits {
+		scopes[i] = l.scope
+	}
+	o.m[key] = oneTimeEntry[T]{scopes: scopes, v: v, expires: expires}
+	return nil
 }
 
 // take removes and returns the value under key: each serves one request,

@@ -381,8 +381,10 @@ func (s *Service) GetPolicy(ctx context.Context, app, id string) (*policy.Policy
 }
 
 // ownedPolicy loads a policy and checks its owner approved the request.
-func (s *Service) ownedPolicy(ctx context.Context, tx *store.Tx, c Call, id string) (*policy.Policy, error) {
-	p, err := loadPolicy(ctx, txq{tx}, c.App, id)
+// Called first with the reader pool (verifying), then in the write
+// transaction (checking the approval is unchanged); see authorizeOwner.
+func (s *Service) ownedPolicy(ctx context.Context, q querier, c Call, id string) (*policy.Policy, error) {
+	p, err := loadPolicy(ctx, q, c.App, id)
 	if err != nil {
 		return nil, err
 	}
@@ -390,15 +392,19 @@ func (s *Service) ownedPolicy(ctx context.Context, tx *store.Tx, c Call, id stri
 	if p.OwnerID != nil {
 		owner = *p.OwnerID
 	}
-	return p, s.authorizeOwner(ctx, txq{tx}, c.App, owner, c.Signed, "policy "+id)
+	return p, s.authorizeOwner(ctx, q, c.App, owner, c.Signed, "policy "+id)
 }
 
 // changePolicy applies change to a policy under its owner's approval,
 // validates the result and stores it as a new version.
 func (s *Service) changePolicy(ctx context.Context, c Call, id, name string, detail map[string]any, change func(tx *store.Tx, p *policy.Policy) (any, error)) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if _, err := s.ownedPolicy(ctx, s.st, c, id); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{call: c, name: name, target: id, replay: true, detail: detail,
 		response: func(tx *store.Tx) (any, error) {
-			p, err := s.ownedPolicy(ctx, tx, c, id)
+			p, err := s.ownedPolicy(ctx, txq{tx}, c, id)
 			if err != nil {
 				return nil, err
 			}
@@ -453,9 +459,13 @@ func (s *Service) UpdatePolicy(ctx context.Context, c Call, id string, body []by
 // DeletePolicy is DELETE /v1/policies/{id}: its owner's threshold, and only
 // when no wallet uses it.
 func (s *Service) DeletePolicy(ctx context.Context, c Call, id string) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if _, err := s.ownedPolicy(ctx, s.st, c, id); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{call: c, name: "policy.delete", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedPolicy(ctx, tx, c, id); err != nil {
+			if _, err := s.ownedPolicy(ctx, txq{tx}, c, id); err != nil {
 				return nil, err
 			}
 			wallets, err := queryIDs(ctx, txq{tx}, `SELECT id FROM wallets WHERE archived_at IS NULL AND (
@@ -591,6 +601,14 @@ func (s *Service) GetAggregation(ctx context.Context, app, id string) (*policy.A
 // DeleteAggregation is DELETE /v1/aggregations/{id}: its owner's threshold,
 // and only when no live policy refers to it.
 func (s *Service) DeleteAggregation(ctx context.Context, c Call, id string) (json.RawMessage, error) {
+	// The owner's signatures are verified here, outside the writer.
+	if a, err := loadAggregation(ctx, s.st, c.App, id); err != nil {
+		return nil, err
+	} else if a.OwnerID != nil {
+		if err := s.authorizeOwner(ctx, s.st, c.App, *a.OwnerID, c.Signed, "aggregation "+id); err != nil {
+			return nil, err
+		}
+	}
 	return s.commit(ctx, action{call: c, name: "aggregation.delete", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
 			a, err := loadAggregation(ctx, txq{tx}, c.App, id)
@@ -626,10 +644,6 @@ func (s *Service) EvaluatePolicy(ctx context.Context, app, id string, body []byt
 	if _, err := loadPolicy(ctx, s.st, app, id); err != nil {
 		return policy.Decision{}, err
 	}
-	var extra struct {
-		WalletID string `json:"wallet_id"`
-	}
-	json.Unmarshal(body, &extra)
 	req, err := wallet.ParseRPC(body)
 	if err != nil {
 		return policy.Decision{}, inputError(err)
@@ -638,6 +652,6 @@ func (s *Service) EvaluatePolicy(ctx context.Context, app, id string, body []byt
 	if !ok {
 		return policy.Decision{}, errorf(Invalid, "This Cachet's policy engine cannot explain decisions.")
 	}
-	d, _, _ := e.decide(ctx, s.st, policy.Input{AppID: app, WalletID: extra.WalletID, PolicyIDs: []string{id}, Request: req})
+	d, _, _ := e.decide(ctx, s.st, policy.Input{AppID: app, WalletID: req.WalletID, PolicyIDs: []string{id}, Request: req})
 	return d, nil
 }

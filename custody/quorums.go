@@ -2,7 +2,6 @@ package custody
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -22,6 +21,13 @@ const (
 	maxQuorumKeys      = 50
 	maxWalletNameChars = 100
 )
+
+// MaxAdditionalSigners bounds a wallet's additional signers (Privy's schema
+// sets no limit), enforced when a wallet is written and when it signs. With
+// it the keys one signing request is checked against are bounded: the owner
+// and each signer are a quorum of at most 50 keys and 50 users, with at
+// most 5 nested quorums of the same size.
+const MaxAdditionalSigners = 16
 
 // AuthorizationKey is a member key as the API shows it.
 type AuthorizationKey struct {
@@ -71,6 +77,9 @@ func (t txq) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, 
 type storedQuorum struct {
 	view     KeyQuorum
 	implicit bool
+	// version is the row's version, read in the same statement as the row
+	// and before its members: any later change of either bumps it.
+	version int64
 }
 
 // loadQuorum reads one quorum of app; a deleted or foreign one is not found.
@@ -78,8 +87,8 @@ func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, 
 	var sq storedQuorum
 	var name sql.NullString
 	var implicit int
-	err := q.QueryRowContext(ctx, `SELECT id, display_name, threshold, implicit, created_at FROM key_quorums
-		WHERE id = ? AND app_id = ? AND deleted_at IS NULL`, id, app).Scan(&sq.view.ID, &name, &sq.view.AuthorizationThreshold, &implicit, &sq.view.CreatedAt)
+	err := q.QueryRowContext(ctx, `SELECT id, display_name, threshold, implicit, created_at, version FROM key_quorums
+		WHERE id = ? AND app_id = ? AND deleted_at IS NULL`, id, app).Scan(&sq.view.ID, &name, &sq.view.AuthorizationThreshold, &implicit, &sq.view.CreatedAt, &sq.version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errorf(NotFound, "Key quorum %q not found.", id)
 	}
@@ -117,8 +126,13 @@ func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, 
 	return &sq, rows.Err()
 }
 
-// verifier loads q with its children as the verifier needs it.
-func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quorum.Quorum, error) {
+// verifier loads q with its children as the verifier needs it. When
+// versions is not nil, it records the version of each quorum it read (sq
+// and its children) as read.
+func verifier(ctx context.Context, q querier, app string, sq *storedQuorum, versions ...map[string]int64) (quorum.Quorum, error) {
+	for _, v := range versions {
+		v[sq.view.ID] = sq.version
+	}
 	out := quorum.Quorum{ID: sq.view.ID, UserIDs: sq.view.UserIDs, Threshold: sq.view.AuthorizationThreshold}
 	for _, k := range sq.view.AuthorizationKeys {
 		out.Keys = append(out.Keys, k.PublicKey)
@@ -128,7 +142,7 @@ func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quo
 		if err != nil {
 			return quorum.Quorum{}, fmt.Errorf("child quorum of %s: %w", sq.view.ID, err)
 		}
-		cq, err := verifier(ctx, q, app, child)
+		cq, err := verifier(ctx, q, app, child, versions...)
 		if err != nil {
 			return quorum.Quorum{}, err
 		}
@@ -139,34 +153,63 @@ func verifier(ctx context.Context, q querier, app string, sq *storedQuorum) (quo
 
 // approved checks the request's signatures against a quorum: its member
 // keys and the live user keys of its member users. A signature from outside
-// the quorum refuses the request, as Privy's servers do.
-func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (bool, error) {
+// the quorum refuses the request, as Privy's servers do. It also returns the
+// user keys that may have approved (every live key of each user whose
+// approval counted), so that the release can check they are still live.
+func (s *Service) approved(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (bool, []string, error) {
 	if sg == nil || len(sg.Sigs) == 0 {
-		return false, nil
+		return false, nil, nil
 	}
 	uk, err := s.userKeys(ctx, q, app, vq)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	a, err := quorum.Verify(sg.Payload, sg.Sigs, vq.Candidates(), uk)
+	a, err := sg.signatures().Verify(vq.Candidates(), uk)
 	if errors.Is(err, quorum.ErrUnknownSigner) {
 		if stale, serr := s.staleUserKey(ctx, q, app, vq, sg); serr != nil {
-			return false, serr
+			return false, nil, serr
 		} else if stale != nil {
-			return false, stale
+			return false, nil, stale
 		}
 	}
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return vq.Satisfied(a), nil
+	var used []string
+	for pk, user := range uk {
+		if a.Users[user] {
+			used = append(used, pk)
+		}
+	}
+	sort.Strings(used)
+	return vq.Satisfied(a), used, nil
+}
+
+// userKeysLive refuses a release when a user key that approved it was
+// revoked, or expired, after the check: the key no longer speaks for its
+// user at the instant the signature is released.
+func (s *Service) userKeysLive(tx *store.Tx, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var n int
+	err := tx.QueryRow(`SELECT COUNT(*) FROM user_keys k JOIN users u ON u.id = k.user_id
+		WHERE k.expires_at > ? AND k.revoked_at IS NULL AND u.deleted_at IS NULL AND k.public_key IN (`+placeholders(len(keys))+`)`,
+		append([]any{s.nowMS()}, anys(keys)...)...).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("read user keys: %w", err)
+	}
+	if n != len(keys) {
+		return errorf(Conflict, "A user key that approved this request was revoked or expired while it was being processed; nothing was released. Exchange the user's JWT for a new key and send a new request.")
+	}
+	return nil
 }
 
 // staleUserKey explains a refusal better than "unknown signer" when a
 // signature comes from a member user's key that has expired or was revoked:
 // the SDK caches a user key until its expiry, and a client clock running
-// behind makes it send one a moment too late. It costs verifications only
-// on the refusal path.
+// behind makes it send one a moment too late. It runs on the refusal path
+// only, and costs lookups and at most one confirmation.
 func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq quorum.Quorum, sg *Signed) (*Error, error) {
 	users := approvingUsers(vq)
 	if len(users) == 0 {
@@ -179,7 +222,6 @@ func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq qu
 		return nil, fmt.Errorf("read stale user keys: %w", err)
 	}
 	defer rows.Close()
-	digest := quorum.Digest(sg.Payload)
 	for rows.Next() {
 		var pk, uid string
 		var exp int64
@@ -187,35 +229,62 @@ func (s *Service) staleUserKey(ctx context.Context, q querier, app string, vq qu
 		if err := rows.Scan(&pk, &uid, &exp, &revoked); err != nil {
 			return nil, err
 		}
-		pub, err := quorum.ParsePublicKey(pk)
-		if err != nil {
-			continue
-		}
-		for _, sig := range sg.Sigs {
-			if ecdsa.VerifyASN1(pub, digest[:], sig) {
-				if revoked {
-					return errorf(Unauthorized, "The request is signed with a revoked user key of user %s (the user was deleted or holds newer keys); exchange the user's JWT for a new key.", uid), nil
-				}
-				return errorf(Unauthorized, "The request is signed with a user key of user %s that expired at %s; exchange the user's JWT for a new key.",
-					uid, time.UnixMilli(exp).UTC().Format(time.RFC3339)), nil
+		// A lookup among the signatures' recovered keys, not a
+		// verification per key.
+		if sg.signatures().SignedBy(pk) {
+			if revoked {
+				return errorf(Unauthorized, "The request is signed with a revoked user key of user %s (the user was deleted or holds newer keys); exchange the user's JWT for a new key.", uid), nil
 			}
+			return errorf(Unauthorized, "The request is signed with a user key of user %s that expired at %s; exchange the user's JWT for a new key.",
+				uid, time.UnixMilli(exp).UTC().Format(time.RFC3339)), nil
 		}
 	}
 	return nil, rows.Err()
 }
 
+// ownerApproval is an owner's approval of a request, checked outside the
+// writer: the versions of the quorums read for the check (the owner and its
+// children) and the user keys that may have approved.
+type ownerApproval struct {
+	versions map[string]int64
+	userKeys []string
+}
+
 // authorizeOwner checks that a request on a resource owned by ownerID
 // carries its owner quorum's threshold. A resource without an owner is
 // managed with the app's credentials alone.
+//
+// Signatures are verified only outside the single writer: called with the
+// reader pool, authorizeOwner verifies and records the approval on sg;
+// called again inside the write transaction (q is a txq) for the same
+// owner, it verifies nothing and only checks that what the approval read is
+// unchanged (quorum versions, live user keys), so that one request's
+// verification never holds every other commit. An owner that was not
+// approved outside (it changed in between) is a conflict.
 func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID string, sg *Signed, what string) error {
 	if ownerID == "" {
 		return nil
+	}
+	if tx, inWriter := q.(txq); inWriter && sg != nil && sg.approvals != nil {
+		a, ok := sg.approvals[ownerID]
+		if !ok {
+			return errorf(Conflict, "The owner of %s changed while the request was being authorized; nothing was changed. Send the request again.", what)
+		}
+		same, err := quorumsUnchanged(tx.tx, a.versions)
+		if err != nil {
+			return err
+		}
+		if !same {
+			return errorf(Conflict, "The owner of %s changed while the request was being authorized; nothing was changed. Send the request again.", what)
+		}
+		return s.userKeysLive(tx.tx, a.userKeys)
 	}
 	owner, err := loadQuorum(ctx, q, app, ownerID)
 	if err != nil {
 		return fmt.Errorf("owner of %s: %w", what, err)
 	}
-	vq, err := verifier(ctx, q, app, owner)
+	versions := map[string]int64{}
+	vq, err := verifier(ctx, q, app, owner, versions)
 	if err != nil {
 		return err
 	}
@@ -223,7 +292,7 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 		return errorf(Unauthorized, "%s has an owner: the request needs privy-authorization-signature from its owner (key quorum %s, %d of %d).",
 			capitalize(what), ownerID, vq.Threshold, memberCount(vq))
 	}
-	ok, err := s.approved(ctx, q, app, vq, sg)
+	ok, used, err := s.approved(ctx, q, app, vq, sg)
 	var ce *Error
 	var ae *quorum.AuthError
 	switch {
@@ -237,7 +306,29 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 	if !ok {
 		return errorf(Unauthorized, "The authorization signatures do not meet the threshold of the owner of %s (key quorum %s needs %d).", what, ownerID, vq.Threshold)
 	}
+	if _, inWriter := q.(txq); !inWriter {
+		if sg.approvals == nil {
+			sg.approvals = map[string]*ownerApproval{}
+		}
+		sg.approvals[ownerID] = &ownerApproval{versions: versions, userKeys: used}
+		s.authorized()
+	}
 	return nil
+}
+
+// quorumsUnchanged reports whether every quorum still has the version
+// recorded.
+func quorumsUnchanged(tx *store.Tx, versions map[string]int64) (bool, error) {
+	for id, want := range versions {
+		var got int64
+		if err := tx.QueryRow(`SELECT version FROM key_quorums WHERE id = ?`, id).Scan(&got); err != nil {
+			return false, fmt.Errorf("read key quorum %s version: %w", id, err)
+		}
+		if got != want {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func memberCount(q quorum.Quorum) int { return len(q.Keys) + len(q.UserIDs) + len(q.Children) }
@@ -438,6 +529,9 @@ func (s *Service) GetQuorum(ctx context.Context, app, id string) (KeyQuorum, err
 
 // UpdateQuorum is PATCH /v1/key_quorums/{id}: the quorum's own threshold.
 func (s *Service) UpdateQuorum(ctx context.Context, c Call, id string, in QuorumInput) ([]byte, error) {
+	if err := s.authorizeOwner(ctx, s.st, c.App, id, c.Signed, "key quorum "+id); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{
 		call: c, name: "key_quorum.update", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
@@ -473,6 +567,9 @@ func (s *Service) UpdateQuorum(ctx context.Context, c Call, id string, in Quorum
 // DeleteQuorum is DELETE /v1/key_quorums/{id}: the quorum's own threshold,
 // and only when nothing uses it.
 func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, error) {
+	if err := s.authorizeOwner(ctx, s.st, c.App, id, c.Signed, "key quorum "+id); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{
 		call: c, name: "key_quorum.delete", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {

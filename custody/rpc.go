@@ -1,12 +1,10 @@
 package custody
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -19,16 +17,32 @@ import (
 	"github.com/cachet-custody/cachet/wallet"
 )
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
 // principal is who a signing request acts as.
 type principal struct {
 	owner  bool
 	signer *Signer // the additional signer, when not the owner
 	app    bool    // a wallet without owner, managed by the app alone
 	// quorums are the key quorums whose members approved: the principal's
-	// quorum and its children.
-	quorums []string
+	// quorum and its children, with their versions as read when the
+	// signatures were checked against them.
+	quorums  []string
+	versions map[string]int64
+	// userKeys are the user keys that may have approved; they must still be
+	// live when the release commits.
+	userKeys []string
+}
+
+// state is the authorization a request was checked against, in authState's
+// form: the wallet's version and the approving quorums' versions, all as
+// they were read for the check (not read again after it, when a change
+// could already have committed).
+func (p principal) state(w *storedWallet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "w%d", w.version)
+	for _, id := range p.quorums {
+		fmt.Fprintf(&b, ";%s:%d", id, p.versions[id])
+	}
+	return b.String()
 }
 
 func (p principal) String() string {
@@ -61,21 +75,29 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	if sg == nil || len(sg.Sigs) == 0 {
 		return principal{}, errorf(Unauthorized, "Wallet %s has an owner: the request needs privy-authorization-signature from its owner or an additional signer.", w.ID)
 	}
+	if len(w.AdditionalSigners) > MaxAdditionalSigners {
+		// Only a wallet stored before the limit existed can have more.
+		return principal{}, errorf(Conflict, "Wallet %s has %d additional signers, over the limit of %d; its owner must remove some before it signs again.", w.ID, len(w.AdditionalSigners), MaxAdditionalSigners)
+	}
 	var firstErr error
 	var ids []string
+	var versions map[string]int64
+	var userKeys []string
 	try := func(id string) (bool, error) {
 		sq, err := loadQuorum(ctx, q, app, id)
 		if err != nil {
 			return false, err
 		}
-		vq, err := verifier(ctx, q, app, sq)
+		versions = map[string]int64{}
+		vq, err := verifier(ctx, q, app, sq, versions)
 		if err != nil {
 			return false, err
 		}
-		ok, err := s.approved(ctx, q, app, vq, sg)
+		ok, used, err := s.approved(ctx, q, app, vq, sg)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
+		userKeys = used
 		ids = []string{vq.ID}
 		for _, c := range vq.Children {
 			ids = append(ids, c.ID)
@@ -85,13 +107,13 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	if ok, err := try(*w.OwnerID); err != nil {
 		return principal{}, err
 	} else if ok {
-		return principal{owner: true, quorums: ids}, nil
+		return principal{owner: true, quorums: ids, versions: versions, userKeys: userKeys}, nil
 	}
 	for i := range w.AdditionalSigners {
 		if ok, err := try(w.AdditionalSigners[i].SignerID); err != nil {
 			return principal{}, err
 		} else if ok {
-			return principal{signer: &w.AdditionalSigners[i], quorums: ids}, nil
+			return principal{signer: &w.AdditionalSigners[i], quorums: ids, versions: versions, userKeys: userKeys}, nil
 		}
 	}
 	var ae *quorum.AuthError
@@ -140,9 +162,6 @@ func unchanged(ctx context.Context, tx *store.Tx, walletID string, quorums []str
 
 // RPC is POST /v1/wallets/{id}/rpc (raw=false) and /raw_sign (raw=true).
 func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw bool) (json.RawMessage, error) {
-	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
-		return out, err
-	}
 	// Gate 1: a live wallet of this app.
 	w, err := loadStoredWallet(ctx, s.st, c.App, id)
 	if err != nil {
@@ -161,16 +180,22 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 	if err != nil {
 		return nil, inputError(err)
 	}
+	if req.WalletID != "" && req.WalletID != id {
+		return nil, errorf(Invalid, "wallet_id: names another wallet than the path (%s).", id)
+	}
 	// Gate 3: the owner, an additional signer, or the app for a wallet
 	// without owner.
 	p, err := s.signingPrincipal(ctx, s.st, c.App, w, c.Signed)
 	if err != nil {
 		return nil, err
 	}
-	state, err := authState(ctx, s.st, id, p.quorums)
-	if err != nil {
-		return nil, err
+	// A retry under an idempotency key gets the stored response only once
+	// it has passed the same authorization as the original.
+	if out, ok, err := s.Replayed(ctx, c); err != nil || ok {
+		return out, err
 	}
+	state := p.state(w)
+	s.authorized()
 	// Gate 4: the policies that govern that principal. An engine error
 	// refuses: fail closed.
 	pin := policy.Input{AppID: c.App, WalletID: id, PolicyIDs: p.policies(w), Request: req}
@@ -272,6 +297,9 @@ func (g *releaseGate) check(ctx context.Context, tx *store.Tx) error {
 	if err := unchanged(ctx, tx, g.walletID, g.p.quorums, g.state); err != nil {
 		return err
 	}
+	if err := g.s.userKeysLive(tx, g.p.userKeys); err != nil {
+		return err
+	}
 	d, err := g.s.policy.Commit(ctx, tx, g.pin)
 	if err != nil {
 		return fmt.Errorf("policy commit for wallet %s: %w", g.walletID, err)
@@ -298,7 +326,9 @@ func (g *releaseGate) refusal(ctx context.Context, err error) error {
 // refusal for the caller.
 func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID, method string, p principal, d policy.Decision) error {
 	detail, _ := json.Marshal(map[string]any{"method": method, "principal": p.String(), "policy": d})
-	err := s.st.Write(ctx, func(tx *store.Tx) error {
+	// Detached from the request: a client that goes away does not cancel
+	// the record of its denial (nor turn the denial into a 500).
+	err := s.st.Write(context.WithoutCancel(ctx), func(tx *store.Tx) error {
 		_, err := audit.Append(tx, audit.Entry{Actor: c.Actor, Action: actionName, Target: walletID, Decision: audit.DecisionDeny,
 			RequestDigest: c.RequestHash, Detail: string(detail)})
 		return err

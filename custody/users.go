@@ -77,22 +77,19 @@ func parseUserInput(body []byte) (customID string, metadata []byte, err error) {
 	}
 	// The type decides which fields the account may have: look at it first,
 	// so that another kind of account is named as such.
-	var head struct {
-		Type any `json:"type"`
-	}
-	if err := json.Unmarshal(in.LinkedAccounts[0], &head); err != nil {
+	var head map[string]json.RawMessage
+	if err := decodeAt(in.LinkedAccounts[0], "linked_accounts[0]", &head); err != nil || head == nil {
 		return "", nil, errorf(Invalid, "linked_accounts[0]: must be a JSON object.")
 	}
-	if t, _ := head.Type.(string); t != "custom_auth" {
+	if t := head["type"]; t != nil && string(t) != `"custom_auth"` {
 		return "", nil, errorf(Invalid, "linked_accounts[0].type: only \"custom_auth\" accounts are supported; Cachet's users sign in with the app's own identity provider.")
 	}
 	var la linkedAccountInput
-	if err := DecodeBody(in.LinkedAccounts[0], &la); err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Message = "linked_accounts[0]." + e.Message
-		}
+	if err := decodeAt(in.LinkedAccounts[0], "linked_accounts[0]", &la); err != nil {
 		return "", nil, err
+	}
+	if la.Type != "custom_auth" {
+		return "", nil, errorf(Invalid, "linked_accounts[0].type: required, and only \"custom_auth\" accounts are supported.")
 	}
 	if err := checkCustomUserID("linked_accounts[0].custom_user_id", la.CustomUserID); err != nil {
 		return "", nil, err

@@ -90,8 +90,8 @@ func rawObject(body []byte) (map[string]json.RawMessage, error) {
 		return nil, err
 	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, errorf(Invalid, "The body is not a JSON object.")
+	if err := decodeAt(body, "", &raw); err != nil {
+		return nil, err
 	}
 	return raw, nil
 }
@@ -107,44 +107,40 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 		if !allowed[k] {
 			return in, errorf(Invalid, "%s: unknown field.", k)
 		}
-		isNull := string(v) == "null"
+		isNull := string(bytes.TrimSpace(v)) == "null"
 		var err error
 		switch k {
 		case "chain_type":
-			err = json.Unmarshal(v, &in.ChainType)
+			err = decodeAt(v, k, &in.ChainType)
 		case "owner":
 			in.OwnerSet = true
 			if !isNull {
 				in.Owner = &Owner{}
-				dec := json.NewDecoder(bytesReader(v))
-				dec.DisallowUnknownFields()
-				err = dec.Decode(in.Owner)
+				err = decodeAt(v, k, in.Owner)
 			}
 		case "owner_id":
 			in.OwnerIDSet = true
-			err = json.Unmarshal(v, &in.OwnerID)
+			err = decodeAt(v, k, &in.OwnerID)
 		case "policy_ids":
-			err = json.Unmarshal(v, &in.PolicyIDs)
+			err = decodeAt(v, k, &in.PolicyIDs)
 			if isNull {
 				in.PolicyIDs = &[]string{} // null clears, as for the other fields
 			}
 		case "additional_signers":
 			var ss []Signer
-			dec := json.NewDecoder(bytesReader(v))
-			dec.DisallowUnknownFields()
-			err = dec.Decode(&ss)
+			err = decodeAt(v, k, &ss)
 			if ss == nil {
 				ss = []Signer{} // null clears; stored and shown as [], never null
 			}
 			in.AdditionalSigners = &ss
 		case "display_name":
 			in.DisplayNameSet = true
-			err = json.Unmarshal(v, &in.DisplayName)
+			err = decodeAt(v, k, &in.DisplayName)
 		case "external_id":
-			err = json.Unmarshal(v, &in.ExternalID)
+			err = decodeAt(v, k, &in.ExternalID)
 		}
 		if err != nil {
-			return in, errorf(Invalid, "%s: %s", k, typeError(err))
+			return in, err
 		}
 	}
 	if in.OwnerSet && in.OwnerIDSet && (in.Owner != nil || in.OwnerID != nil) {
@@ -161,6 +157,9 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 	}
 	if in.PolicyIDs != nil && len(*in.PolicyIDs) > 1 {
 		return in, errorf(Invalid, "policy_ids: at most one policy per wallet.")
+	}
+	if in.AdditionalSigners != nil && len(*in.AdditionalSigners) > MaxAdditionalSigners {
+		return in, errorf(Invalid, "additional_signers: at most %d signers per wallet.", MaxAdditionalSigners)
 	}
 	if in.AdditionalSigners != nil {
 		seen := map[string]bool{}
@@ -181,14 +180,6 @@ func parseWalletFields(raw map[string]json.RawMessage, create, chain bool) (Wall
 		}
 	}
 	return in, nil
-}
-
-func typeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("expected %s, not a JSON %s.", te.Type, te.Value)
-	}
-	return "malformed: " + err.Error()
 }
 
 // resolveOwner turns owner / owner_id into a quorum id, creating the
@@ -365,10 +356,13 @@ type storedWallet struct {
 	sealedEntropy []byte // empty for a wallet imported from a private key
 	entropyType   string // "hd" or "private-key"
 	hdIndex       uint32 // m/44'/60'/0'/0/hdIndex
+	// version is the row's version as read with it: a signature released
+	// under this wallet's authorization commits only if it is unchanged.
+	version int64
 }
 
 const walletColumns = `id, address, chain_type, public_key, owner_id, policy_ids, additional_signers, display_name, external_id,
-	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index`
+	created_at, archived_at, exported_at, imported_at, sealed_key, sealed_entropy, entropy_type, hd_index, version`
 
 func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var w storedWallet
@@ -376,7 +370,7 @@ func scanWallet(row interface{ Scan(...any) error }) (*storedWallet, error) {
 	var archived, exported, imported sql.NullInt64
 	var pj, sj string
 	if err := row.Scan(&w.ID, &w.Address, &w.ChainType, &w.PublicKey, &owner, &pj, &sj, &name, &ext,
-		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex); err != nil {
+		&w.CreatedAt, &archived, &exported, &imported, &w.sealedKey, &w.sealedEntropy, &w.entropyType, &w.hdIndex, &w.version); err != nil {
 		return nil, err
 	}
 	if owner.Valid {
@@ -473,10 +467,13 @@ func (s *Service) ListWallets(ctx context.Context, app, cursor string, limit int
 // (app credentials alone for a wallet without owner), including a change of
 // owner.
 func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in WalletInput) (json.RawMessage, error) {
+	if _, err := s.ownedWallet(ctx, s.st, c, id, "update"); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{
 		call: c, name: "wallet.update", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedWallet(ctx, tx, c, id, "update"); err != nil {
+			if _, err := s.ownedWallet(ctx, txq{tx}, c, id, "update"); err != nil {
 				return nil, err
 			}
 			if err := s.checkRefs(ctx, tx, c.App, in); err != nil {
@@ -515,10 +512,13 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 
 // ArchiveWallet is POST /v1/wallets/{id}/archive: the owner's threshold.
 func (s *Service) ArchiveWallet(ctx context.Context, c Call, id string) (json.RawMessage, error) {
+	if _, err := s.ownedWallet(ctx, s.st, c, id, "archive"); err != nil {
+		return nil, err
+	}
 	return s.commit(ctx, action{
 		call: c, name: "wallet.archive", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := s.ownedWallet(ctx, tx, c, id, "archive"); err != nil {
+			if _, err := s.ownedWallet(ctx, txq{tx}, c, id, "archive"); err != nil {
 				return nil, err
 			}
 			if _, err := tx.Exec(`UPDATE wallets SET archived_at = ?, version = version + 1 WHERE id = ?`, s.nowMS(), id); err != nil {
@@ -532,8 +532,12 @@ func (s *Service) ArchiveWallet(ctx context.Context, c Call, id string) (json.Ra
 // ownedWallet loads a live wallet and checks the request carries its
 // owner's approval. An additional signer's approval is not enough: signers
 // may only sign.
-func (s *Service) ownedWallet(ctx context.Context, tx *store.Tx, c Call, id, verb string) (*storedWallet, error) {
-	w, err := loadStoredWallet(ctx, txq{tx}, c.App, id)
+//
+// Called first with the reader pool, it verifies the signatures outside the
+// writer; called again in the write transaction, it checks only that the
+// owner and its approval are unchanged (see authorizeOwner).
+func (s *Service) ownedWallet(ctx context.Context, q querier, c Call, id, verb string) (*storedWallet, error) {
+	w, err := loadStoredWallet(ctx, q, c.App, id)
 	if err != nil {
 		return nil, err
 	}
@@ -544,9 +548,10 @@ func (s *Service) ownedWallet(ctx context.Context, tx *store.Tx, c Call, id, ver
 	if w.OwnerID != nil {
 		owner = *w.OwnerID
 	}
-	err = s.authorizeOwner(ctx, txq{tx}, c.App, owner, c.Signed, "wallet "+id)
-	if err != nil && owner != "" && c.Signed != nil {
-		if principal, perr := s.signingPrincipal(ctx, txq{tx}, c.App, w, c.Signed); perr == nil && principal.signer != nil {
+	err = s.authorizeOwner(ctx, q, c.App, owner, c.Signed, "wallet "+id)
+	var ce *Error
+	if _, inWriter := q.(txq); err != nil && !inWriter && owner != "" && c.Signed != nil && errors.As(err, &ce) && ce.Kind == Unauthorized {
+		if principal, perr := s.signingPrincipal(ctx, q, c.App, w, c.Signed); perr == nil && principal.signer != nil {
 			return nil, errorf(Forbidden, "Additional signers may only sign; to %s wallet %s the owner must approve.", verb, id)
 		}
 	}

@@ -417,3 +417,27 @@ func mustParseCreate(t testing.TB, body string) custody.WalletInput {
 	}
 	return in
 }
+
+// A wallet has at most MaxAdditionalSigners additional signers, on
+// creation and on update.
+func TestAdditionalSignersLimit(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	owner := newAuthKey(t)
+	var signers []map[string]any
+	for range custody.MaxAdditionalSigners + 1 {
+		q := e.quorumOf(appA, 1, keysOf(newAuthKey(t)))
+		signers = append(signers, map[string]any{"signer_id": q.ID})
+	}
+	body := func(n int) string {
+		return string(mustJSON(t, map[string]any{"chain_type": "ethereum", "owner": map[string]string{"public_key": owner.pub}, "additional_signers": signers[:n]}))
+	}
+	e.refused(t, custody.Invalid, func() error {
+		_, err := e.createWalletReq(request{body: []byte(body(custody.MaxAdditionalSigners + 1))})
+		return err
+	})
+	w := e.createWallet(appA, body(custody.MaxAdditionalSigners))
+	e.refused(t, custody.Invalid, func() error {
+		_, err := e.updateWallet(request{body: mustJSON(t, map[string]any{"additional_signers": signers}), signers: keysOf(owner)}, w.ID)
+		return err
+	})
+}

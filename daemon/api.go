@@ -1,16 +1,19 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/internal/apierr"
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/cachet-custody/cachet/quorum"
 )
 
@@ -82,6 +85,51 @@ func (s *Server) getEmbedded(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// maxBodyDepth bounds the nesting of any request body at the edge; each
+// route's parser may bound it further. Typed data is the deepest body.
+const maxBodyDepth = 64
+
+// checkBody is the edge's one check of every request body, before any
+// route reads it or any signature is verified over it: valid UTF-8, one
+// JSON value, no name repeated in any object, nesting bounded, and no
+// integer that a double cannot hold exactly. Each route then decodes the
+// body with exact, case-sensitive names and refuses any member its schema
+// does not have (package strictjson), so that the body the approvers
+// signed, as RFC 8785 and every JavaScript reader see it, is the body
+// Cachet executes.
+func checkBody(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if err := (*strictjson.Options)(nil).CheckValue(body, maxBodyDepth); err != nil {
+		var se *strictjson.Error
+		switch {
+		case errors.As(err, &se):
+			return badRequest(se.Error() + ".")
+		case errors.Is(err, strictjson.ErrInvalidUTF8):
+			return badRequest("The body is not valid UTF-8.")
+		case errors.Is(err, strictjson.ErrTrailingData):
+			return badRequest("The body has data after its JSON value.")
+		}
+		return badRequest("The body is not valid JSON.")
+	}
+	return apiError(quorum.CheckNumbers(body))
+}
+
+// singleHeaders refuses a request that repeats a privy- header: which
+// value counts would depend on the reader. For privy-authorization-
+// signature, a second line is not merged into the first (signatures are
+// one comma-separated list in one line, as Privy's SDKs send them): a
+// signature Cachet did not check must not ride along with one it did.
+func singleHeaders(h http.Header) error {
+	for name, vals := range h {
+		if len(vals) > 1 && strings.HasPrefix(strings.ToLower(name), "privy-") {
+			return badRequest(fmt.Sprintf("The %s header is given %d times; send it once (several authorization signatures go in one header, comma-separated).", strings.ToLower(name), len(vals)))
+		}
+	}
+	return nil
+}
+
 // call reads the body and builds what custody needs to know about the
 // request: the app, the actor, the idempotency key, and, when the request
 // is signed, the canonical payload the SDK signed with its signatures.
@@ -93,6 +141,12 @@ func (s *Server) call(r *http.Request) (custody.Call, []byte, error) {
 			return custody.Call{}, nil, &APIError{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: fmt.Sprintf("The body is larger than %d bytes.", mbe.Limit)}
 		}
 		return custody.Call{}, nil, badRequest("The body could not be read.")
+	}
+	if err := checkBody(body); err != nil {
+		return custody.Call{}, nil, err
+	}
+	if err := singleHeaders(r.Header); err != nil {
+		return custody.Call{}, nil, err
 	}
 	app, _ := AppFrom(r.Context())
 	c := custody.Call{
@@ -182,11 +236,28 @@ func writeRaw(w http.ResponseWriter, body []byte) error {
 	return err
 }
 
+// detach gives a request that changes or signs something a context of its
+// own: it runs to its end once it has started, whatever the client does
+// with its socket (a half-closed socket cancels the request's context), so
+// it is decided, recorded and committed, or refused and the refusal
+// recorded, the same either way. The server's write timeout still bounds
+// it.
+func (s *Server) detach(r *http.Request) (*http.Request, context.CancelFunc) {
+	ctx := context.WithoutCancel(r.Context())
+	cancel := context.CancelFunc(func() {})
+	if d := s.deps.Config.Server.WriteTimeout.Duration; d > 0 {
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
+	return r.WithContext(ctx), cancel
+}
+
 // change builds the handler of a request that changes something or signs:
 // the call is built and checked at the edge, op does the work in custody,
 // and the response it committed is written as it is.
 func (s *Server) change(op func(r *http.Request, c custody.Call, body []byte) ([]byte, error)) HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		r, cancel := s.detach(r)
+		defer cancel()
 		c, body, err := s.call(r)
 		if err != nil {
 			return err

@@ -28,6 +28,8 @@ func caller(r *http.Request) authkeys.Caller {
 }
 
 func (s *Server) createAuthKey(w http.ResponseWriter, r *http.Request) error {
+	r, cancel := s.detach(r)
+	defer cancel()
 	_, body, err := s.call(r)
 	if err != nil {
 		return err
@@ -54,12 +56,16 @@ func (s *Server) getAuthKey(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteAuthKey(w http.ResponseWriter, r *http.Request) error {
+	r, cancel := s.detach(r)
+	defer cancel()
 	app, _ := AppFrom(r.Context())
 	k, err := s.deps.AuthKeys.Delete(r.Context(), app.ID, caller(r), r.PathValue("id"))
 	return get(w, k, apiError(err))
 }
 
 func (s *Server) signWithAuthKey(w http.ResponseWriter, r *http.Request) error {
+	r, cancel := s.detach(r)
+	defer cancel()
 	_, body, err := s.call(r)
 	if err != nil {
 		return err

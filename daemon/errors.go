@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -62,7 +63,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") && ae.Status < 500 && !ae.Audited && s.deps.Audit != nil {
 		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message})
-		if _, aerr := s.deps.Audit.Record(r.Context(), audit.Entry{
+		// Detached from the request: a client that closes its socket does
+		// not cancel the record of its refusal.
+		if _, aerr := s.deps.Audit.Record(context.WithoutCancel(r.Context()), audit.Entry{
 			Actor: actor(r.Context()), Action: "api.refused", Target: r.Method + " " + r.URL.Path,
 			Decision: audit.DecisionDeny, Detail: string(detail),
 		}); aerr != nil {

@@ -114,6 +114,8 @@ type peerListener struct {
 	net.Listener
 	policy PeerPolicy
 	log    *slog.Logger
+	// refused, when set, counts refused peers for the audit log.
+	refused *peerRefusals
 }
 
 // peerConn carries the checked peer to http.Server.ConnContext.
@@ -144,6 +146,9 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		}
 		if !l.policy.Allows(p) {
 			l.log.Warn("refused connection from a local user the config does not allow", "uid", p.UID, "gid", p.GID, "pid", p.PID)
+			if l.refused != nil {
+				l.refused.add(p)
+			}
 			go refuse(c)
 			continue
 		}

@@ -108,7 +108,8 @@ func Run(ctx context.Context, o RunOptions) error {
 		Logger: log,
 	})
 	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
-		PublicBase: cfg.Server.PublicBase(), RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
+		PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
+		RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
 	})
 	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version})
 
@@ -124,7 +125,8 @@ func Run(ctx context.Context, o RunOptions) error {
 	for _, g := range cfg.Server.AllowedGIDs {
 		policy.GIDs = append(policy.GIDs, uint32(g))
 	}
-	pl := &peerListener{Listener: ln, policy: policy, log: log}
+	refusals := newPeerRefusals()
+	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals}
 	// An own socket was bound in a private directory and renamed into place,
 	// so the listener's address is not the path clients use.
 	addr := cfg.Server.Socket
@@ -160,6 +162,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	defer stopWatchdog()
 	go srv.watchdog(wdCtx)
 	go purge(wdCtx, svc, log)
+	go every(wdCtx, time.Minute, func() {
+		if err := refusals.flush(wdCtx, alog); err != nil {
+			log.Error("audit of refused peers failed", "error", err)
+		}
+	})
 
 	var runErr error
 	select {
@@ -176,6 +183,9 @@ func Run(ctx context.Context, o RunOptions) error {
 		hs.Close()
 	}
 	cancel()
+	if err := refusals.flush(context.Background(), alog); err != nil {
+		log.Error("audit of refused peers failed", "error", err)
+	}
 	if _, err := alog.Record(context.Background(), audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
 	}

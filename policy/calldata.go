@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cachet-custody/cachet/internal/strictjson"
 	"math/big"
 	"reflect"
 	"strconv"
@@ -58,6 +59,18 @@ type fnInfo struct {
 
 var errABIShape = errors.New("must be a JSON ABI: an array of ABI items, or one item")
 
+// abiShape explains an ABI that does not decode. The ABI is decoded with
+// exact member names and no unknown member (strictjson.Decode): a member
+// such as "NAME" or "typе" that another reader would take for a different
+// field is refused, not folded into one.
+func abiShape(err error) error {
+	var se *strictjson.Error
+	if errors.As(err, &se) && se.Path != "" {
+		return fmt.Errorf("%s: %s", se.Path, se.Reason)
+	}
+	return errABIShape
+}
+
 // parseABI parses and checks a condition's ABI.
 func parseABI(raw json.RawMessage) (*abiInfo, error) {
 	if len(raw) == 0 {
@@ -70,13 +83,13 @@ func parseABI(raw json.RawMessage) (*abiInfo, error) {
 	var entries []abiEntryJSON
 	switch {
 	case len(raw) > 0 && raw[0] == '[':
-		if err := json.Unmarshal(raw, &entries); err != nil {
-			return nil, errABIShape
+		if err := strictjson.Decode(raw, "", &entries); err != nil {
+			return nil, abiShape(err)
 		}
 	case len(raw) > 0 && raw[0] == '{':
 		var e abiEntryJSON
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return nil, errABIShape
+		if err := strictjson.Decode(raw, "", &e); err != nil {
+			return nil, abiShape(err)
 		}
 		entries = []abiEntryJSON{e}
 	default:

@@ -1,8 +1,10 @@
 package quorum_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cachet-custody/cachet/quorum"
@@ -80,6 +82,67 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// manySigners returns n P-256 key pairs, generated once per process and
+// shared by the benchmarks and tests (2048 keys take a noticeable moment).
+var manySigners = func() func(tb testing.TB, n int) []*signer {
+	var mu sync.Mutex
+	var all []*signer
+	return func(tb testing.TB, n int) []*signer {
+		mu.Lock()
+		defer mu.Unlock()
+		for len(all) < n {
+			all = append(all, newSigner(tb))
+		}
+		return all[:n]
+	}
+}()
+
+// BenchmarkVerifyRefused measures the refusals that cost the most: a
+// request against a large candidate set.
+//
+// "16-foreign": 16 signatures (MaxSignatures), all by keys outside the
+// candidates. "15-members+1-foreign": 15 valid signatures by the
+// last-listed candidates, then one foreign one; a matcher that tries every
+// candidate pays for each signature before it reaches the refusal.
+func BenchmarkVerifyRefused(b *testing.B) {
+	payload := mustPayload(b, typicalRequest())
+	foreign := make([]*signer, quorum.MaxSignatures)
+	for i := range foreign {
+		foreign[i] = newSigner(b)
+	}
+	for _, n := range []int{1, 50, 300, 2048} {
+		members := manySigners(b, n)
+		candidates := make([]string, n)
+		for i, s := range members {
+			candidates[i] = s.spki
+		}
+		allForeign := make([][]byte, len(foreign))
+		for i, s := range foreign {
+			allForeign[i] = s.sign(b, payload)
+		}
+		var mixed [][]byte
+		for _, s := range members[max(0, n-(quorum.MaxSignatures-1)):] {
+			mixed = append(mixed, s.sign(b, payload))
+		}
+		mixed = append(mixed, allForeign[0])
+		for _, c := range []struct {
+			name string
+			sigs [][]byte
+		}{
+			{"16-foreign", allForeign},
+			{fmt.Sprintf("%d-members+1-foreign", len(mixed)-1), mixed},
+		} {
+			b.Run(fmt.Sprintf("%d-candidates/%s", n, c.name), func(b *testing.B) {
+				for b.Loop() {
+					if _, err := quorum.Verify(payload, c.sigs, candidates, nil); err == nil {
+						b.Fatal("refused request accepted")
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -203,6 +203,12 @@ func canonicalBody(body []byte) ([]byte, error) {
 	return c, nil
 }
 
+// CheckNumbers refuses, as an *InputError wrapping ErrInexactNumber, an
+// integer literal of a valid JSON body that a double cannot hold exactly
+// (see Payload). The daemon applies it to unsigned bodies too, so that a
+// body means the same whether or not it is signed.
+func CheckNumbers(body []byte) error { return checkNumbers(body) }
+
 // checkNumbers refuses an integer literal whose value differs from the
 // value of its RFC 8785 form. body must already have passed jcs.Transform,
 // so it is valid JSON: outside strings, a number is the only token that

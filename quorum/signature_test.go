@@ -11,7 +11,9 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 
@@ -379,6 +381,178 @@ func TestHighS(t *testing.T) {
 			a, err := quorum.Verify(p, sigs, []string{f.PublicKey}, nil)
 			if err != nil || len(a.Keys) != 1 {
 				t.Fatalf("both twins: %v, %v; want one key", a.Keys, err)
+			}
+		})
+	}
+}
+
+// TestVerifyManyCandidates runs Privy's SDK vectors and the refusals against
+// large candidate sets, where Verify finds the signer by key recovery rather
+// than by trying each candidate, with the signer at the start, middle and
+// end of the list.
+func TestVerifyManyCandidates(t *testing.T) {
+	f := loadVectors(t)
+	sdk := vectorKey(t, f)
+	stranger, user := newSigner(t), newSigner(t)
+	for _, n := range []int{2, 50, 300} {
+		others := manySigners(t, n-1)
+		for _, pos := range slices.Compact([]int{0, n / 2, n - 1}) {
+			candidates := make([]string, 0, n)
+			for _, o := range others {
+				candidates = append(candidates, o.spki)
+			}
+			candidates = slices.Insert(candidates, pos, sdk.spki)
+			name := fmt.Sprintf("%d-candidates/signer-at-%d", n, pos)
+			t.Run(name+"/sdk-vectors", func(t *testing.T) {
+				for _, v := range f.Cases {
+					sigs, err := quorum.ParseSignatures(v.Signature)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var sig struct{ R, S *big.Int }
+					if _, err := asn1.Unmarshal(sigs[0], &sig); err != nil {
+						t.Fatal(err)
+					}
+					twin := mustDER(t, sig.R, new(big.Int).Sub(elliptic.P256().Params().N, sig.S))
+					p := mustPayload(t, v.request())
+					for _, s := range [][][]byte{sigs, {twin}, {sigs[0], twin}} {
+						a, err := quorum.Verify(p, s, candidates, nil)
+						if err != nil || len(a.Keys) != 1 || !a.Keys[sdk.spki] || len(a.Users) != 0 {
+							t.Fatalf("%s: %v, %v; want the SDK key alone", v.Name, a, err)
+						}
+					}
+				}
+			})
+			payload := mustPayload(t, f.Cases[0].request())
+			sdkSig := sdk.sign(t, payload)
+			corrupted := slices.Clone(sdkSig)
+			corrupted[len(corrupted)-1] ^= 0x01 // still DER, another s
+			refusals := []struct {
+				name string
+				sigs [][]byte
+			}{
+				{"non-candidate", [][]byte{stranger.sign(t, payload)}},
+				{"candidate then non-candidate", [][]byte{sdkSig, stranger.sign(t, payload)}},
+				{"corrupted", [][]byte{corrupted}},
+				{"another payload", [][]byte{sdk.sign(t, append(slices.Clone(payload), ' '))}},
+				{"garbage", [][]byte{[]byte("garbage")}},
+			}
+			for _, r := range refusals {
+				t.Run(name+"/refused/"+r.name, func(t *testing.T) {
+					a, err := quorum.Verify(payload, r.sigs, candidates, nil)
+					var ae *quorum.AuthError
+					if !errors.As(err, &ae) || !errors.Is(err, quorum.ErrUnknownSigner) || len(a.Keys) != 0 || len(a.Users) != 0 {
+						t.Fatalf("got %v, %v; want an *AuthError wrapping ErrUnknownSigner and no approvals", a, err)
+					}
+				})
+			}
+			t.Run(name+"/user-key", func(t *testing.T) {
+				a, err := quorum.Verify(payload, [][]byte{user.sign(t, payload), sdkSig}, candidates, map[string]string{user.spki: "did:privy:u1"})
+				if err != nil || !a.Keys[sdk.spki] || len(a.Keys) != 1 || !a.Users["did:privy:u1"] || len(a.Users) != 1 {
+					t.Fatalf("got %v, %v", a, err)
+				}
+			})
+		}
+	}
+}
+
+// TestMaxCandidateKeys: Verify checks against at most MaxCandidateKeys
+// distinct keys, candidates and user keys together; beyond, a plain error
+// (the server's configuration, not the client's fault) names the limit.
+func TestMaxCandidateKeys(t *testing.T) {
+	all := manySigners(t, quorum.MaxCandidateKeys+1)
+	spkis := make([]string, len(all))
+	for i, s := range all {
+		spkis[i] = s.spki
+	}
+	payload := []byte(`{"limit":true}`)
+	last := all[quorum.MaxCandidateKeys-1]
+	sig := [][]byte{last.sign(t, payload)}
+	atLimit := spkis[:quorum.MaxCandidateKeys]
+	tests := []struct {
+		name       string
+		candidates []string
+		userKeys   map[string]string
+		over       bool
+	}{
+		{"at the limit", atLimit, nil, false},
+		{"at the limit, a user key that is also a candidate", atLimit, map[string]string{spkis[0]: "did:privy:u1"}, false},
+		{"at the limit, listed twice", append(slices.Clone(atLimit), atLimit...), nil, false},
+		{"one candidate over", spkis, nil, true},
+		{"a user key over", atLimit, map[string]string{spkis[quorum.MaxCandidateKeys]: "did:privy:u1"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := quorum.Verify(payload, sig, tt.candidates, tt.userKeys)
+			if !tt.over {
+				if err != nil || !a.Keys[last.spki] {
+					t.Fatalf("got %v, %v", a.Keys[last.spki], err)
+				}
+				return
+			}
+			var ae *quorum.AuthError
+			var ie *quorum.InputError
+			if err == nil || errors.As(err, &ae) || errors.As(err, &ie) || !strings.Contains(err.Error(), "MaxCandidateKeys") {
+				t.Fatalf("got %v; want a plain error naming MaxCandidateKeys", err)
+			}
+			if len(a.Keys) != 0 || len(a.Users) != 0 {
+				t.Fatalf("approvals %v with an error", a)
+			}
+		})
+	}
+}
+
+// TestCandidatesOf: one Verify over the candidates of several quorums, then
+// Satisfied per quorum, decides each quorum as a Verify of its own would
+// when the signatures are all from that quorum, and lets a signature by
+// another listed quorum's key pass without counting.
+func TestCandidatesOf(t *testing.T) {
+	k := make([]*signer, 4)
+	for i := range k {
+		k[i] = newSigner(t)
+	}
+	owner := quorum.Quorum{ID: "kq_owner", Keys: []string{k[0].spki, k[1].spki}, Threshold: 2}
+	signer := quorum.Quorum{ID: "kq_signer", Keys: []string{k[1].spki, k[2].spki}, Threshold: 1,
+		Children: []quorum.Quorum{{ID: "kq_child", Keys: []string{k[3].spki, k[0].spki}, Threshold: 1}}}
+	got := quorum.CandidatesOf(owner, signer)
+	want := []string{k[0].spki, k[1].spki, k[2].spki, k[3].spki}
+	if !slices.Equal(got, want) {
+		t.Fatalf("CandidatesOf = %q, want %q", got, want)
+	}
+	if c := quorum.CandidatesOf(); len(c) != 0 {
+		t.Fatalf("CandidatesOf() = %q", c)
+	}
+	payload := []byte(`{"x":1}`)
+	tests := []struct {
+		name              string
+		signers           []int
+		owner, signerOK   bool
+		ownerAloneRefuses bool // Verify against the owner's candidates alone: unknown signer
+	}{
+		{"owner's two keys", []int{0, 1}, true, true, false},
+		{"one owner key", []int{0}, false, true, false},
+		{"signer quorum key only", []int{2}, false, true, true},
+		{"child key", []int{3}, false, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sigs [][]byte
+			for _, i := range tt.signers {
+				sigs = append(sigs, k[i].sign(t, payload))
+			}
+			a, err := quorum.Verify(payload, sigs, got, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if owner.Satisfied(a) != tt.owner || signer.Satisfied(a) != tt.signerOK {
+				t.Fatalf("owner %v, signer %v; want %v, %v", owner.Satisfied(a), signer.Satisfied(a), tt.owner, tt.signerOK)
+			}
+			alone, err := quorum.Verify(payload, sigs, owner.Candidates(), nil)
+			if tt.ownerAloneRefuses != errors.Is(err, quorum.ErrUnknownSigner) {
+				t.Fatalf("owner alone: %v", err)
+			}
+			if err == nil && owner.Satisfied(alone) != tt.owner {
+				t.Fatal("owner alone decides differently")
 			}
 		})
 	}

@@ -56,6 +56,9 @@ type Request struct {
 	// ReferenceID is the top-level "reference_id", echoed by
 	// eth_sendTransaction.
 	ReferenceID string
+	// WalletID is the top-level "wallet_id" if the client sent one; the
+	// caller refuses the request unless it names the wallet of the path.
+	WalletID string
 
 	// Tx is set for eth_signTransaction and eth_sendTransaction.
 	Tx *TxRequest
@@ -119,19 +122,16 @@ type AuthorizationRequest struct {
 	Executor string
 }
 
-// rpcBody holds the top-level fields of an /rpc body. Top-level keys not
-// listed are ignored: Privy adds optional top-level fields over time
-// (wallet_id, sponsor_options, experimental_data_suffix) and none of them
-// changes what is signed, except the ones checked below.
+// rpcFields are the top-level members of an /rpc body that Privy defines.
+// Every other name, a case variant of these included, is refused: an
+// authorization signature covers the whole body, so a member Cachet ignored
+// would let the approvers read one request and Cachet execute another.
+var rpcFields = []string{"method", "params", "caip2", "chain_type", "address", "reference_id", "sponsor",
+	"signature_options", "wallet_id", "sponsor_options", "experimental_data_suffix"}
+
+// rpcBody holds the top-level fields of an /rpc body.
 type rpcBody struct {
-	Method           json.RawMessage `json:"method"`
-	Params           json.RawMessage `json:"params"`
-	CAIP2            json.RawMessage `json:"caip2"`
-	ChainType        json.RawMessage `json:"chain_type"`
-	Address          json.RawMessage `json:"address"`
-	ReferenceID      json.RawMessage `json:"reference_id"`
-	Sponsor          json.RawMessage `json:"sponsor"`
-	SignatureOptions json.RawMessage `json:"signature_options"`
+	Method, Params, CAIP2, ChainType, Address, ReferenceID, Sponsor, SignatureOptions json.RawMessage
 }
 
 // ParseRPC parses and validates the body of POST /v1/wallets/{id}/rpc.
@@ -141,9 +141,27 @@ func ParseRPC(body []byte) (*Request, error) {
 	if err := checkJSON(body); err != nil {
 		return nil, err
 	}
-	var b rpcBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, inputErr("body", "must be a JSON object")
+	o, err := parseObject(body, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := o.only(rpcFields...); err != nil {
+		return nil, err
+	}
+	// Privy's optional members that would change what is signed, which
+	// Cachet does not do: refused rather than ignored.
+	for _, k := range []string{"sponsor_options", "experimental_data_suffix"} {
+		if o.Get(k) != nil {
+			return nil, inputErr(k, "is not supported")
+		}
+	}
+	b := rpcBody{Method: o.Get("method"), Params: o.Get("params"), CAIP2: o.Get("caip2"), ChainType: o.Get("chain_type"),
+		Address: o.Get("address"), ReferenceID: o.Get("reference_id"), Sponsor: o.Get("sponsor"), SignatureOptions: o.Get("signature_options")}
+	var walletID string
+	if raw := o.Get("wallet_id"); raw != nil {
+		if walletID, err = parseString(raw, "wallet_id"); err != nil {
+			return nil, err
+		}
 	}
 	if !strictjson.Present(b.Method) {
 		return nil, inputErr("method", "is required")
@@ -152,7 +170,7 @@ func ParseRPC(body []byte) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Request{Method: method}
+	r := &Request{Method: method, WalletID: walletID}
 
 	if strictjson.Present(b.ChainType) {
 		ct, err := parseString(b.ChainType, "chain_type")
@@ -274,13 +292,14 @@ func ParseRawSign(body []byte) (*Request, error) {
 	if err := checkJSON(body); err != nil {
 		return nil, err
 	}
-	var b struct {
-		Params json.RawMessage `json:"params"`
+	o, err := parseObject(body, "")
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, inputErr("body", "must be a JSON object")
+	if err := o.only("params"); err != nil {
+		return nil, err
 	}
-	p, err := parseObject(b.Params, "params")
+	p, err := parseObject(o.Get("params"), "params")
 	if err != nil {
 		return nil, err
 	}

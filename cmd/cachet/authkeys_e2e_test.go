@@ -12,9 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cachet-custody/cachet/client"
 	"github.com/cachet-custody/cachet/config"
@@ -47,8 +49,9 @@ func signWith(t testing.TB, cl *client.Client, appID, id, pub string) error {
 	t.Helper()
 	body := json.RawMessage(`{"method":"personal_sign","params":{"message":"hi","encoding":"utf-8"}}`)
 	url := "http://localhost/v1/wallets/w1/rpc"
+	expiry := strconv.FormatInt(time.Now().Add(5*time.Minute).UnixMilli(), 10)
 	resp, err := cl.Do(context.Background(), client.Request{Method: "POST", Path: "/v1/authorization_keys/" + id + "/sign",
-		Body: map[string]any{"method": "POST", "url": url, "body": body, "headers": map[string]string{"privy-app-id": appID}}})
+		Body: map[string]any{"method": "POST", "url": url, "body": body, "headers": map[string]string{"privy-app-id": appID, "privy-request-expiry": expiry}}})
 	if err != nil {
 		return err
 	}
@@ -58,7 +61,7 @@ func signWith(t testing.TB, cl *client.Client, appID, id, pub string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, err := quorum.Payload(quorum.Request{Method: "POST", URL: url, Body: body, Headers: http.Header{"Privy-App-Id": {appID}}})
+	payload, err := quorum.Payload(quorum.Request{Method: "POST", URL: url, Body: body, Headers: http.Header{"Privy-App-Id": {appID}, "Privy-Request-Expiry": {expiry}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +150,8 @@ func TestAuthorizationKeyRefusals(t *testing.T) {
 
 func client2Sign(appID, id, method, url string) client.Request {
 	return client.Request{Method: "POST", Path: "/v1/authorization_keys/" + id + "/sign",
-		Body: map[string]any{"method": method, "url": url, "body": "", "headers": map[string]string{"privy-app-id": appID}}}
+		Body: map[string]any{"method": method, "url": url, "body": "", "headers": map[string]string{"privy-app-id": appID,
+			"privy-request-expiry": strconv.FormatInt(time.Now().Add(5*time.Minute).UnixMilli(), 10)}}}
 }
 
 // After `cachet restore` onto new, empty hardware the same key id signs with

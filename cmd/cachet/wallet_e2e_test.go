@@ -217,3 +217,16 @@ func mustMarshal(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// Requests signed with Privy's own payload builder (tests/node/integrity.
+// test.mjs): bodies with case- or fold-variant members are refused naming
+// the member, and what is accepted is executed exactly as approved.
+func TestRequestIntegrityNode(t *testing.T) {
+	a := newAppliance(t, config.KindPKCS11)
+	a.init()
+	d := a.serve(a.cfg)
+	runNode(t, "integrity.test.mjs", 3, d, "CACHET_SOCKET="+a.socket, "CACHET_BASE_URL=http://localhost",
+		"CACHET_APP_ID="+a.appID, "CACHET_APP_SECRET="+a.appSecret)
+	d.stop()
+	a.e.ok("audit", "verify", "--config", a.cfg)
+}

@@ -35,6 +35,9 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 const (
@@ -50,6 +53,7 @@ var (
 	ErrSyntax       = errors.New("strictjson: the body is not valid JSON")
 	ErrNotObject    = errors.New("strictjson: the body is not a JSON object")
 	ErrTrailingData = errors.New("strictjson: the body has data after its JSON value")
+	ErrInvalidUTF8  = errors.New("strictjson: the body is not valid UTF-8")
 )
 
 // Error is a problem at one place in a body. Path is the place's JSON path,
@@ -129,93 +133,107 @@ func (opt *Options) CheckValue(body []byte, maxDepth int) error {
 }
 
 func (opt *Options) check(body []byte, maxDepth int, object bool) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	tok, err := dec.Token()
+	// Invalid UTF-8 is refused before anything else, anywhere in the body:
+	// encoding/json would read it as U+FFFD, so two different bodies would
+	// mean one thing, and the signer's canonical form and ours could differ.
+	if !utf8.Valid(body) {
+		return ErrInvalidUTF8
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.ReadToken()
 	if err != nil {
 		return ErrSyntax
 	}
-	if d, ok := tok.(json.Delim); object && (!ok || d != '{') {
+	if object && tok.Kind() != '{' {
 		return ErrNotObject
 	}
 	w := walker{dec: dec, opt: opt, maxDepth: maxDepth}
-	if err := w.value(tok, "", 0); err != nil {
+	if err := w.value(tok.Kind(), "", 0); err != nil {
 		return err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return ErrTrailingData
 	}
 	return nil
 }
 
-// walker reads a body token by token. Its recursion is bounded by maxDepth.
+// walker reads a body token by token with jsontext, the tokenizer of
+// encoding/json/v2, which itself refuses repeated member names (compared
+// after unescaping), invalid UTF-8 and unpaired surrogate escapes; the
+// walker adds the depth bound and names every problem by its path. Its
+// recursion is bounded by maxDepth.
 type walker struct {
-	dec      *json.Decoder
+	dec      *jsontext.Decoder
 	opt      *Options
 	maxDepth int
 }
 
-// value walks the value that starts with tok, at path, inside depth
-// enclosing objects and arrays.
-func (w *walker) value(tok json.Token, path string, depth int) error {
-	d, ok := tok.(json.Delim)
-	if !ok {
+// value walks the value whose first token, of kind k, has been read, at
+// path, inside depth enclosing objects and arrays.
+func (w *walker) value(k jsontext.Kind, path string, depth int) error {
+	if k != '{' && k != '[' {
 		return nil
 	}
 	if depth+1 > w.maxDepth {
 		return newError(path, "is nested more than %d levels deep", w.maxDepth)
 	}
-	if d == '{' {
+	if k == '{' {
 		return w.object(path, depth+1)
 	}
-	for i := 0; w.dec.More(); i++ {
-		tok, err := w.dec.Token()
+	for i := 0; ; i++ {
+		tok, err := w.dec.ReadToken()
 		if err != nil {
-			return ErrSyntax
+			return w.syntax(err, path)
 		}
-		if err := w.value(tok, IndexPath(path, i), depth+1); err != nil {
+		if tok.Kind() == ']' {
+			return nil
+		}
+		if err := w.value(tok.Kind(), IndexPath(path, i), depth+1); err != nil {
 			return err
 		}
 	}
-	if _, err := w.dec.Token(); err != nil { // the closing "]"
-		return ErrSyntax
-	}
-	return nil
 }
 
 // object walks the members of an object whose "{" has been read.
 func (w *walker) object(path string, depth int) error {
-	seen := map[string]bool{}
 	for {
-		tok, err := w.dec.Token()
+		tok, err := w.dec.ReadToken()
 		if err != nil {
-			return ErrSyntax
+			return w.syntax(err, path)
 		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
+		if tok.Kind() == '}' {
 			return nil
 		}
-		key, _ := tok.(string)
+		key := tok.String()
 		child := w.opt.join(path, key)
-		dup := child
-		if len(key) > MaxKeyChars {
-			if w.opt.KeepLongKeys {
-				dup = path
-			} else {
-				child = w.opt.join(path, "…")
-				dup = child
-			}
+		if len(key) > MaxKeyChars && !w.opt.KeepLongKeys {
+			child = w.opt.join(path, "…")
 		}
-		if seen[key] {
-			return newError(dup, "duplicate key")
+		vt, err := w.dec.ReadToken()
+		if err != nil {
+			return w.syntax(err, path)
 		}
-		seen[key] = true
-		if tok, err = w.dec.Token(); err != nil {
-			return ErrSyntax
-		}
-		if err := w.value(tok, child, depth); err != nil {
+		if err := w.value(vt.Kind(), child, depth); err != nil {
 			return err
 		}
 	}
+}
+
+// syntax converts a tokenizer error inside the object or array at path: a
+// repeated name is an *Error at the name, anything else ErrSyntax.
+func (w *walker) syntax(err error, path string) error {
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) && errors.Is(se.Err, jsontext.ErrDuplicateName) {
+		key := se.JSONPointer.LastToken()
+		switch {
+		case len(key) > MaxKeyChars && w.opt.KeepLongKeys:
+			return newError(path, "duplicate key")
+		case len(key) > MaxKeyChars:
+			key = "…"
+		}
+		return newError(w.opt.join(path, key), "duplicate key")
+	}
+	return ErrSyntax
 }
 
 // Object is a decoded JSON object whose values stay raw until a field
