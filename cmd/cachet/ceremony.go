@@ -64,8 +64,12 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 	fs.Var(&idFiles, "identity", "an age identity file that decrypts one or more of the shares; repeat as needed")
 	prompt := fs.Int("prompt", 0, "also read this many shares typed at the terminal (one cachet-share-v1 line each)")
 	replace := fs.Bool("replace", false, "provision over a root the hardware holds (re-seal a TPM root after an expected PCR change)")
+	backupFile := fs.String("backup", "", "install this backup (cachet backup) as the store first: a new machine gets back every wallet and key")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if *backupFile != "" && *replace {
+		return usageError{"--backup restores a new machine; it does not go with --replace"}
 	}
 	if len(shareFiles) == 0 && *prompt == 0 {
 		return usageError{"give shares with --share FILE (and --identity FILE) or --prompt N"}
@@ -115,13 +119,18 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 	if _, err := ceremony.CheckShares(shares, ""); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath, openOptions{forReplace: *replace})
-	if err != nil {
-		return err
+	var undo func()
+	if *backupFile != "" {
+		var err error
+		if undo, err = installBackup(ctx, *cfgPath, *backupFile, out); err != nil {
+			return err
+		}
 	}
-	defer a.Close()
-	res, err := ceremony.Restore(ctx, a.backend, a.store, ceremony.RestoreOptions{Shares: shares, Replace: *replace, Actor: operatorActor()})
+	res, err := restoreWith(ctx, *cfgPath, shares, *replace, undo != nil, out)
 	if err != nil {
+		if undo != nil {
+			undo()
+		}
 		return err
 	}
 	used := make([]string, len(res.SharesUsed))
@@ -130,6 +139,26 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "restored root %s (key generation %d) from shares %s\n", res.Fingerprint, res.Generation, strings.Join(used, ", "))
 	return nil
+}
+
+// restoreWith runs the restore ceremony; after a backup was installed, it
+// also verifies the whole audit log with the restored audit key.
+func restoreWith(ctx context.Context, cfgPath string, shares []ceremony.NamedShare, replace, fromBackup bool, out io.Writer) (ceremony.RestoreResult, error) {
+	a, err := openAppliance(ctx, cfgPath, openOptions{forReplace: replace})
+	if err != nil {
+		return ceremony.RestoreResult{}, err
+	}
+	defer a.Close()
+	res, err := ceremony.Restore(ctx, a.backend, a.store, ceremony.RestoreOptions{Shares: shares, Replace: replace, Actor: operatorActor()})
+	if err != nil {
+		return res, err
+	}
+	if fromBackup {
+		if err := verifyAudit(ctx, a, out); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // stdin is shared by every typed share, so a piped stream of several lines
