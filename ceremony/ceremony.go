@@ -71,17 +71,9 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 	if !ok {
 		return res, fmt.Errorf("init: this backend cannot be provisioned")
 	}
-	recips := make([]age.Recipient, n)
-	recipText := make([]string, n)
-	seen := map[string]int{}
-	for i, o := range opts.Operators {
-		if recips[i], recipText[i], err = ParseRecipient(o); err != nil {
-			return res, fmt.Errorf("init: %w", err)
-		}
-		if j, dup := seen[recipText[i]]; dup {
-			return res, fmt.Errorf("init: operators %d and %d have the same key: each share must go to a different operator", j+1, i+1)
-		}
-		seen[recipText[i]] = i
+	recips, recipText, err := parseOperators(opts.Operators)
+	if err != nil {
+		return res, fmt.Errorf("init: %w", err)
 	}
 	if fp, ok, err := st.Meta(ctx, store.MetaRootFingerprint); err != nil {
 		return res, err
@@ -177,6 +169,25 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 		return res, fmt.Errorf("init: the hardware was provisioned and the shares written, but recording it in the store failed (run `cachet restore --replace` with the shares once the store is fixed): %w", err)
 	}
 	return InitResult{Fingerprint: fp, Generation: 1, Threshold: m, ShareFiles: files}, nil
+}
+
+// parseOperators reads the operators' age recipients and refuses one key
+// given twice.
+func parseOperators(operators []string) ([]age.Recipient, []string, error) {
+	recips := make([]age.Recipient, len(operators))
+	recipText := make([]string, len(operators))
+	seen := map[string]int{}
+	for i, o := range operators {
+		var err error
+		if recips[i], recipText[i], err = ParseRecipient(o); err != nil {
+			return nil, nil, err
+		}
+		if j, dup := seen[recipText[i]]; dup {
+			return nil, nil, fmt.Errorf("operators %d and %d have the same key: each share must go to a different operator", j+1, i+1)
+		}
+		seen[recipText[i]] = i
+	}
+	return recips, recipText, nil
 }
 
 // split shares root m-of-n and checks, before any share leaves the process,
@@ -306,6 +317,9 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 	if err != nil {
 		return res, err
 	}
+	if err := checkRetired(ctx, st, opts.Shares); err != nil {
+		return res, err
+	}
 	use, err := CheckShares(opts.Shares, storeFP)
 	if err != nil {
 		return res, err
@@ -384,6 +398,27 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 	}
 	res.Fingerprint, res.Generation = fp, ref.Generation
 	return res, nil
+}
+
+// checkRetired refuses, with a message that says so, shares of a root that
+// a rotation replaced.
+func checkRetired(ctx context.Context, st *store.Store, shares []NamedShare) error {
+	text, ok, err := st.Meta(ctx, MetaRetiredRoots)
+	if err != nil || !ok {
+		return err
+	}
+	var retired []RetiredRoot
+	if err := json.Unmarshal([]byte(text), &retired); err != nil {
+		return fmt.Errorf("restore: meta %s: %w", MetaRetiredRoots, err)
+	}
+	for _, s := range shares {
+		for _, r := range retired {
+			if s.Share.Fingerprint == r.Fingerprint {
+				return &ShareError{s.Name, fmt.Sprintf("belongs to root %s (generation %d), which `cachet rotate` retired on %s; the shares of a retired root restore nothing: use the shares of the current generation", r.Fingerprint, r.Generation, r.RotatedAt)}
+			}
+		}
+	}
+	return nil
 }
 
 // formatOfRoot finds the key format whose fingerprint of root is want: a

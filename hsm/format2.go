@@ -495,3 +495,34 @@ func (b *backend) missingDerived(err error, gen uint32) error {
 	}
 	return err
 }
+
+var _ keys.Retirer = (*backend)(nil)
+
+// RetireGeneration destroys every object of generation gen on the token
+// (C_DestroyObject). The current (highest) generation cannot be retired.
+func (b *backend) RetireGeneration(ctx context.Context, gen uint32) error {
+	gens, err := b.scanGenerations(ctx)
+	if err != nil {
+		return err
+	}
+	if len(gens) == 0 || gen == gens[len(gens)-1] {
+		return fmt.Errorf("hsm: %w: generation %d is the current one (token holds %v)", keys.ErrInvalidInput, gen, gens)
+	}
+	unlock, err := b.lockLabel(ctx, provisionLock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	defer b.forgetAll()
+	var n int
+	err = b.p.doWrite(ctx, func(s pkcs11.SessionHandle) error {
+		var err error
+		n, err = b.destroyGeneration(s, gen)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("hsm: retire generation %d: %w", gen, err)
+	}
+	b.log.Info("pkcs11 generation retired", logToken, b.p.label, logGen, gen, "objects", n)
+	return nil
+}

@@ -170,3 +170,10 @@ var (
 func Zero(b []byte) {
 	clear(b)
 }
+
+// Retirer is the optional interface of a backend that can remove a key
+// generation from the hardware once nothing refers to it (`cachet rotate
+// --finish`). It refuses to remove the current generation.
+type Retirer interface {
+	RetireGeneration(ctx context.Context, gen uint32) error
+}

@@ -788,3 +788,39 @@ func (b *backend) destroyKeyrings() error {
 	}
 	return errors.Join(errs...)
 }
+
+var _ keys.Retirer = (*backend)(nil)
+
+// RetireGeneration evicts generation gen's sealed root from the TPM and
+// destroys its keyring. The current (highest) generation cannot be retired.
+func (b *backend) RetireGeneration(ctx context.Context, gen uint32) error {
+	b.mu.RLock()
+	current, closed := b.current, b.closed
+	b.mu.RUnlock()
+	if closed {
+		return errClosed
+	}
+	if gen == 0 || gen >= current {
+		return fmt.Errorf("tpm: %w: generation %d is not an old generation (current %d)", keys.ErrInvalidInput, gen, current)
+	}
+	h := b.handle(gen)
+	err := b.dev.do(ctx, "retire", func(t transport.TPM) error {
+		_, name, ok, err := persistent(t, h)
+		if err != nil || !ok {
+			return err
+		}
+		return evict(t, h, name)
+	})
+	if err != nil {
+		return fmt.Errorf("tpm: retire generation %d: %w", gen, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var derr error
+	if kr := b.gens[gen]; kr != nil {
+		derr = kr.destroy()
+	}
+	delete(b.gens, gen)
+	b.log.Info("retired generation", logGeneration, gen, logHandle, fmt.Sprintf("%#x", uint32(h)))
+	return derr
+}
