@@ -7,8 +7,13 @@ BACKEND ?= pkcs11
 DIR     ?= .cachet/dev-$(BACKEND)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The .deb (make deb): nfpm, pinned, from the Go module proxy.
+NFPM        = github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+DEB_VERSION ?= 0.0.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || go env GOARCH)
+DEB_OUT     ?= dist/cachet_$(DEB_VERSION)_$(DEB_ARCH).deb
 
-.PHONY: run build test lint bench load fuzz deps clean
+.PHONY: run build test lint bench load fuzz deps clean deb
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -49,8 +54,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCalldata$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./quorum/
 
+# The Debian package: dist/cachet_<version>_<arch>.deb (packaging/nfpm.yaml).
+# Its install/purge test is packaging's TestDebInstallPurge, in `make test`.
+deb:
+	@mkdir -p dist $(dir $(DEB_OUT))
+	CGO_ENABLED=1 $(GO) build -buildmode=pie -ldflags "-s -w -X main.version=$(DEB_VERSION) -extldflags=-Wl,-z,relro,-z,now" -o dist/cachet ./cmd/cachet
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e "s/@DATE@/$$(git log -1 --format=%aD 2>/dev/null || date -R)/" packaging/changelog | gzip -9n > dist/changelog.gz
+	gzip -9n < packaging/cachet.1 > dist/cachet.1.gz
+	VERSION=$(DEB_VERSION) ARCH=$(DEB_ARCH) $(GO) run $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DEB_OUT)
+
 deps:
 	@./scripts/install-deps
 
 clean:
-	rm -rf bin .cachet
+	rm -rf bin .cachet dist

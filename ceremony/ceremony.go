@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/hashicorp/vault/shamir"
+	"github.com/cachet-custody/cachet/internal/shamir"
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/keys"

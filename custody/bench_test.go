@@ -1,6 +1,7 @@
 package custody_test
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/store"
 )
 
 // BenchmarkRPC measures one eth_signTransaction through Service.RPC on a
@@ -233,6 +235,69 @@ func BenchmarkSignWhileRefusalsArrive(b *testing.B) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkAggregationWindow measures one eth_signTransaction under a policy
+// with a 24 h value limit (an aggregation) on a wallet that already has
+// N contributions in the window: the limit is read as two running totals,
+// so the cost should not grow with N. Contributions are seeded directly in
+// the store with their running totals ("running"), or in the table of
+// contributions recorded before running totals, which is summed row by row
+// as every contribution was before ("row-by-row", for comparison).
+func BenchmarkAggregationWindow(b *testing.B) {
+	for _, c := range []struct {
+		mode string
+		n    int
+	}{{"running", 10_000}, {"running", 100_000}, {"row-by-row", 10_000}, {"row-by-row", 100_000}} {
+		n := c.n
+		b.Run(c.mode+"/"+strconv.Itoa(n), func(b *testing.B) {
+			e := newEnv(b, envConfig{})
+			k := newAuthKey(b)
+			aggBody := []byte(`{"name":"value per day","method":"eth_signTransaction","metric":{"field_source":"ethereum_transaction","field":"value","function":"sum"},"window":{"type":"rolling","seconds":86400}}`)
+			out, err := e.svc.CreateAggregation(e.ctx, e.call(request{method: "POST", path: "/v1/aggregations", body: aggBody}), aggBody)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var agg struct{ ID string }
+			json.Unmarshal(out, &agg)
+			pid := e.createPolicy(`{"version":"1.0","name":"limit","chain_type":"ethereum","rules":[
+				{"name":"daily limit","method":"eth_signTransaction","action":"DENY","conditions":[{"field_source":"reference","field":"aggregation.` + agg.ID + `","operator":"gt","value":"1000000000000000000000000"}]},
+				{"name":"all","method":"eth_signTransaction","action":"ALLOW","conditions":[]}]}`)
+			w := e.createWallet(appA, `{"chain_type":"ethereum","owner":{"public_key":"`+k.pub+`"},"policy_ids":["`+pid+`"]}`)
+			now := e.clock.Now().UnixMilli()
+			if err := e.st.Write(e.ctx, func(tx *store.Tx) error {
+				for i := range n {
+					at := now - 86_000_000 + int64(i)*86_000_000/int64(n)
+					var err error
+					if c.mode == "running" {
+						_, err = tx.Exec(`INSERT INTO aggregation_events(aggregation_id, wallet_id, group_key, amount, running, at) VALUES (?, ?, '', '1', ?, ?)`,
+							agg.ID, w.ID, strconv.Itoa(i+1), at)
+					} else {
+						_, err = tx.Exec(`INSERT INTO aggregation_events_legacy(aggregation_id, wallet_id, group_key, amount, at) VALUES (?, ?, '', '1', ?)`,
+							agg.ID, w.ID, at)
+					}
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			calls := make([]custody.Call, b.N)
+			bodies := make([][]byte, b.N)
+			for i := range calls {
+				bodies[i] = signTxBody()
+				calls[i] = e.rpcCall(request{body: bodies[i], signers: keysOf(k)}, w.ID)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := e.svc.RPC(e.ctx, calls[i], w.ID, bodies[i], false); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

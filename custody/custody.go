@@ -128,6 +128,9 @@ type Options struct {
 	// Embedded configures embedded wallets.
 	Embedded EmbeddedOptions
 	Logger   *slog.Logger
+	// Observer is told of released signatures and policy decisions (for
+	// metrics); nil tells nobody.
+	Observer Observer
 }
 
 // Service is the wallet API's domain logic.
@@ -391,6 +394,9 @@ func (s *Service) Purge(ctx context.Context) error {
 		}
 		// No window is longer than policy.MaxWindowSeconds: older
 		// contributions can never count again.
+		if _, err := tx.Exec(`DELETE FROM aggregation_events_legacy WHERE at < ?`, now-policy.MaxWindowSeconds*1000); err != nil {
+			return err
+		}
 		_, err := tx.Exec(`DELETE FROM aggregation_events WHERE at < ?`, now-policy.MaxWindowSeconds*1000)
 		return err
 	})

@@ -250,6 +250,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		if err != nil {
 			return nil, denied(err)
 		}
+		s.released(req.Method)
 		return out, nil
 	}
 	// eth_sendTransaction: record the signature and mark the idempotency
@@ -260,6 +261,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		idempotency: idemPending, response: release}); err != nil {
 		return nil, denied(err)
 	}
+	s.released(req.Method)
 	// What the node may have received is recorded even if the caller has
 	// gone: a retry under the same idempotency key must get the stored
 	// response, not sign and send a second transaction.
@@ -336,6 +338,7 @@ func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID
 	if err != nil {
 		return fmt.Errorf("audit of a policy denial on wallet %s: %w", walletID, err)
 	}
+	s.observer().PolicyDecision(false)
 	msg := "Request denied by policy: " + d.Reason
 	return &Error{Kind: PolicyViolation, Message: msg, RuleID: d.RuleID, RuleName: d.RuleName, Audited: true}
 }

@@ -61,6 +61,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		ae = &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal error; the daemon's log has the details."}
 	}
+	if ae.Status != http.StatusInternalServerError {
+		s.deps.Metrics.Refusal(ae.Code)
+	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") && ae.Status < 500 && !ae.Audited && s.deps.Audit != nil {
 		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message})
 		// Detached from the request: a client that closes its socket does

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cachet-custody/cachet/metrics"
 )
 
 // Peer is the local process at the other end of a connection, as the kernel
@@ -116,6 +118,7 @@ type peerListener struct {
 	log    *slog.Logger
 	// refused, when set, counts refused peers for the audit log.
 	refused *peerRefusals
+	metrics *metrics.Metrics // counts refused peers; nil counts nothing
 }
 
 // peerConn carries the checked peer to http.Server.ConnContext.
@@ -146,6 +149,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		}
 		if !l.policy.Allows(p) {
 			l.log.Warn("refused connection from a local user the config does not allow", "uid", p.UID, "gid", p.GID, "pid", p.PID)
+			l.metrics.Refusal("peer_not_allowed")
 			if l.refused != nil {
 				l.refused.add(p)
 			}

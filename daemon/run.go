@@ -19,6 +19,7 @@ import (
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/metrics"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -45,6 +46,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		log = slog.Default()
 	}
 	cfg := o.Config
+	mx := metrics.New() // metrics.go: families, wiring and the metrics socket
+	o.Backend = mx.Backend(o.Backend)
+	o.Store.ObserveCommits(mx.Commit)
+	defer o.Store.ObserveCommits(nil)
 	if err := ceremony.CheckReady(ctx, o.Backend, o.Store); err != nil {
 		return fmt.Errorf("refusing to serve: %w", err)
 	}
@@ -105,13 +110,19 @@ func Run(ctx context.Context, o RunOptions) error {
 			AuthSharePerWallet: cfg.Embedded.AuthShareLimitPerWallet, Window: cfg.Embedded.RateWindow.Duration,
 			ChallengeLifetime: cfg.Embedded.ChallengeLifetime.Duration,
 		},
-		Logger: log,
+		Logger:   log,
+		Observer: mx,
 	})
 	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
 		PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
 	})
-	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version})
+	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version, Metrics: mx})
+	stopMetrics, err := serveMetrics(cfg.Metrics, mx, srv, log)
+	if err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
+	defer stopMetrics()
 
 	ln, activated, cleanup, err := Listen(cfg.Server)
 	if err != nil {
@@ -126,7 +137,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		policy.GIDs = append(policy.GIDs, uint32(g))
 	}
 	refusals := newPeerRefusals()
-	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals}
+	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals, metrics: mx}
 	// An own socket was bound in a private directory and renamed into place,
 	// so the listener's address is not the path clients use.
 	addr := cfg.Server.Socket

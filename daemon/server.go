@@ -25,6 +25,7 @@ import (
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/metrics"
 	"github.com/cachet-custody/cachet/store"
 )
 
@@ -81,6 +82,9 @@ type Deps struct {
 	AuthKeys *authkeys.Service
 	Logger   *slog.Logger
 	Version  string
+	// Metrics counts requests by route and refusals by reason; nil counts
+	// nothing.
+	Metrics *metrics.Metrics
 }
 
 // Server is the API.
@@ -126,7 +130,7 @@ func (s *Server) Handle(pattern string, access Access, h HandlerFunc) {
 		panic("daemon: route registered twice: " + pattern)
 	}
 	s.routes[pattern] = access
-	s.mux.Handle(pattern, s.wrap(access, h))
+	s.mux.Handle(pattern, s.deps.Metrics.Route(pattern, s.wrap(access, h)))
 }
 
 func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {

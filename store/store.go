@@ -60,6 +60,7 @@ type Store struct {
 	reqs     chan *request
 	maxBatch int
 	log      *slog.Logger
+	obs      commitObserver // observe.go; used by the writer goroutine only
 
 	// Prepared statements by query text, on the writer's connection and on
 	// the reader pool: database/sql otherwise compiles every statement
@@ -272,7 +273,7 @@ func (s *Store) commit(batch []*request) {
 		}
 	}
 	ctx := context.Background()
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		fail(fmt.Errorf("store: begin: %w", err))
 		return
@@ -291,7 +292,7 @@ func (s *Store) commit(batch []*request) {
 			r.done <- err
 			return
 		}
-		if err := tx.Commit(); err != nil {
+		if err := s.commitTx(tx, 1); err != nil {
 			s.log.Error("store commit failed", "error", err, "batch", 1)
 			r.done <- fmt.Errorf("store: commit: %w", err)
 			return
@@ -333,7 +334,7 @@ func (s *Store) commit(batch []*request) {
 	if ran == 0 {
 		err = tx.Rollback()
 	} else {
-		err = tx.Commit()
+		err = s.commitTx(tx, ran)
 	}
 	if err != nil {
 		s.log.Error("store commit failed", "error", err, "batch", len(batch))

@@ -268,8 +268,11 @@ func orNone(s string) string {
 }
 
 func runAudit(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "export" {
+		return runAuditExport(ctx, args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "verify" {
-		return usageError{"usage: cachet audit verify --config FILE [--public-key KEY] [--json]"}
+		return usageError{"usage: cachet audit verify --config FILE [--public-key KEY] [--json]\n       cachet audit export --config FILE [--since SEQ] [--format jsonl]"}
 	}
 	fs := newConfigFlags("audit verify")
 	cfgPath := fs.config
@@ -324,6 +327,34 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// runAuditExport writes the records after --since as JSON lines, each with
+// the fields its hash covers and the hash, for a SIEM that verifies the
+// chain itself (audit.ExportRecord documents the format). It reads the store
+// only: the hardware is not needed.
+func runAuditExport(ctx context.Context, args []string, out io.Writer) error {
+	fs := newConfigFlags("audit export")
+	cfgPath := fs.config
+	since := fs.Uint64("since", 0, "export the records with a sequence number greater than SEQ (the last one the receiver has)")
+	format := fs.String("format", "jsonl", "output format; jsonl (one JSON object per line) is the only one")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *format != "jsonl" {
+		return usageError{fmt.Sprintf("--format: %q is not a format; jsonl is the only one", *format)}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	st, err := openStoreOnly(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_, err = audit.ExportJSONL(ctx, st.DB(), *since, out)
+	return err
 }
 
 func parseP256SPKI(s string) (*ecdsa.PublicKey, error) {

@@ -33,7 +33,7 @@ var commands = []command{
 	{"rotate", "rotate --config FILE --operator KEY ... --threshold M --out DIR --share FILE ... --identity FILE ... [--prompt N]\n                                        a new root generation and operator set; the daemon re-seals in the background\n  cachet rotate --finish --config FILE  remove the old generation once nothing refers to it", runRotate},
 	{"backup", "backup --config FILE (--out FILE | --out-dir DIR [--keep N])\n                                        an online, checksummed snapshot of the store (no secret in clear)", runBackup},
 	{"status", "status --config FILE [--json]         backend, root, key generations, store and audit state", runStatus},
-	{"audit", "audit verify --config FILE [--public-key KEY] [--json]\n                                        check the audit chain and every checkpoint signature", runAudit},
+	{"audit", "audit verify --config FILE [--public-key KEY] [--json]\n                                        check the audit chain and every checkpoint signature;\n  cachet audit export --config FILE [--since SEQ] [--format jsonl]\n                                        the records after SEQ as JSON lines, each with its hash", runAudit},
 	{"config", "config check FILE                     report every problem of a config file", runConfig},
 	{"app", "app create [--name NAME]              print a new app id and secret, and its config entry", runApp},
 	{"keys", "keys generate [--out FILE]            a new P-256 authorization key pair (base64 PKCS#8 / SPKI)", runKeys},
