@@ -15,9 +15,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/vault/shamir"
-
 	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/internal/shamir"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/store"
 )
