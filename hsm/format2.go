@@ -108,8 +108,6 @@ func markerLabel(gen uint32) string { return genPrefix(gen) + "format2" }
 
 func wrapLabel(gen uint32) string { return genPrefix(gen) + "wrap/p256" }
 
-func markerKey(gen uint32) objKey { return objKey{pkcs11.CKO_DATA, markerLabel(gen)} }
-
 func wrapKey(gen uint32) objKey { return objKey{pkcs11.CKO_SECRET_KEY, wrapLabel(gen)} }
 
 // parseMarkerLabel returns the generation of a format-2 marker's label.
