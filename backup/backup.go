@@ -58,6 +58,9 @@ type Manifest struct {
 	RootFingerprint string    `json:"root_fingerprint"`
 	Generation      string    `json:"generation"`
 	KeyFormat       string    `json:"key_format"`
+	// RotationFrom is set when the backup was taken during a rotation's
+	// re-seal: it then holds blobs of that older generation too.
+	RotationFrom string `json:"rotation_from,omitempty"`
 	SchemaVersion   int       `json:"schema_version"`
 	AuditHeadSeq    uint64    `json:"audit_head_seq"`
 	AuditHeadHash   string    `json:"audit_head_hash"`
@@ -122,7 +125,7 @@ func describe(ctx context.Context, path string) (Manifest, error) {
 	if err := db.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
 		return m, fmt.Errorf("backup: the snapshot fails SQLite's integrity check (%q, %v)", ok, err)
 	}
-	meta := map[string]*string{"root_fingerprint": &m.RootFingerprint, "generation": &m.Generation, "key_format": &m.KeyFormat}
+	meta := map[string]*string{"root_fingerprint": &m.RootFingerprint, "generation": &m.Generation, "key_format": &m.KeyFormat, "rotation_from": &m.RotationFrom}
 	for k, v := range meta {
 		err := db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, k).Scan(v)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {

@@ -44,6 +44,9 @@ func runBackup(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "backup %s\n  %s\n", path, m)
+	if m.RotationFrom != "" {
+		fmt.Fprintf(out, "warning: taken during the re-seal of a rotation: it still holds blobs of generation %s, which the new shares alone cannot open; take another backup once `cachet rotate --finish` has run\n", m.RotationFrom)
+	}
 	if *outDir != "" && *keep > 0 {
 		removed, err := backup.Prune(*outDir, *keep)
 		for _, r := range removed {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,12 +60,13 @@ func personalSign(ctx context.Context, cl *client.Client, w drillWallet, msg str
 }
 
 // TestDisasterRecoveryDrill is the README's drill: an appliance with
-// wallets (app-owned, key-owned, owned by a 2-of-2 key quorum), authorization
-// keys and an embedded wallet signs a few thousand messages; `cachet backup`
+// wallets (app-owned, key-owned, owned by a 2-of-2 key quorum, under a
+// policy), authorization keys and an embedded wallet signs a few thousand messages; `cachet backup`
 // runs while it serves under signing load; the machine is wiped (store and
 // hardware); `cachet restore --backup` with 2 of the 3 shares brings a new
 // machine with new, empty hardware back. Every wallet then signs with its old
-// address, every authorization key keeps its public key and signs, automatic
+// address, the policy still allows and denies, every authorization key keeps
+// its public key and signs, automatic
 // recovery of the embedded wallet works, and `audit verify` passes. A
 // corrupted backup and a restore over an existing store are refused before
 // the hardware is touched, and the backup holds none of the test's secrets.
@@ -117,6 +119,33 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 			for range 3 {
 				create(map[string]any{"owner_id": q.ID}, k1, k2)
 			}
+			// A wallet under a policy: transactions of at most 1 ether.
+			pk := newKey()
+			var pol struct{ ID string }
+			must(client.Request{Method: "POST", Path: "/v1/policies", Body: map[string]any{
+				"version": "1.0", "name": "at most 1 ether", "chain_type": "ethereum",
+				"owner": map[string]string{"public_key": pubOf(t, pk)},
+				"rules": []any{map[string]any{"name": "small payments", "method": "eth_signTransaction", "action": "ALLOW",
+					"conditions": []any{cond("ethereum_transaction", "value", "lte", "1000000000000000000")}}},
+			}}, &pol)
+			var pw struct{ ID, Address string }
+			must(client.Request{Method: "POST", Path: "/v1/wallets", Body: map[string]any{"chain_type": "ethereum",
+				"owner": map[string]string{"public_key": pubOf(t, pk)}, "policy_ids": []string{pol.ID}}}, &pw)
+			policyChecks := func(when string) {
+				t.Helper()
+				to := common.HexToAddress("0x00000000000000000000000000000000000000aa")
+				if _, err := cl.Do(ctx, client.Request{Method: "POST", Path: "/v1/wallets/" + pw.ID + "/rpc", Keys: []*ecdsa.PrivateKey{pk},
+					Body: txBody(1, to, "0x", "0x6f05b59d3b20000")}); err != nil {
+					t.Fatalf("%s: 0.5 ether under the policy: %v", when, err)
+				}
+				_, err := cl.Do(ctx, client.Request{Method: "POST", Path: "/v1/wallets/" + pw.ID + "/rpc", Keys: []*ecdsa.PrivateKey{pk},
+					Body: txBody(2, to, "0x", "0x1bc16d674ec80000")})
+				var ce *client.Error
+				if !errors.As(err, &ce) || ce.Code != "policy_violation" {
+					t.Fatalf("%s: 2 ether under the policy: %v, want policy_violation", when, err)
+				}
+			}
+			policyChecks("before the backup")
 			authIDs := map[string]string{}
 			for range 3 {
 				id, pub := authKey(t, cl, map[string][]int{"uids": {os.Getuid()}}, nil)
@@ -170,7 +199,7 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 				t.Fatalf("%d signatures failed under load (first: %v)", n, firstErr.Load())
 			}
 			t.Logf("%d signatures before the backup, %d while it ran, %d in all", before, during, signed.Load())
-			if !strings.Contains(r.stdout, "root "+fp) || !strings.Contains(r.stdout, fmt.Sprintf("%d wallets", len(wallets))) {
+			if !strings.Contains(r.stdout, "root "+fp) || !strings.Contains(r.stdout, fmt.Sprintf("%d wallets", len(wallets)+1)) {
 				t.Fatalf("backup output: %s\n%s\n%s", r, r.stdout, r.stderr)
 			}
 			for id, pub := range authIDs {
@@ -239,6 +268,7 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 					t.Errorf("wallet %d after the restore: %v", i, err)
 				}
 			}
+			policyChecks("after the restore")
 			for id, pub := range authIDs {
 				var k struct {
 					PublicKey string `json:"public_key"`
