@@ -13,7 +13,7 @@ DEB_VERSION ?= 0.0.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || go env GOARCH)
 DEB_OUT     ?= dist/cachet_$(DEB_VERSION)_$(DEB_ARCH).deb
 
-.PHONY: run build test lint bench load fuzz deps clean deb
+.PHONY: run build test lint bench load fuzz faults deps clean deb
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -48,6 +48,13 @@ load: deps build
 	./bin/cachet dev token --dir $$dir/dev --sub bench > $$dir/bench.jwt; \
 	$(GO) run ./tools/load --app-file $$dir/dev/app.json --scenarios $(SCENARIOS) --jwt-file $$dir/bench.jwt --json $(LOADJSON) $(LOADFLAGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; rm -rf $$dir; exit $$rc
+
+# The long fault runs (swtpm killed and restarted 5 times under load; WAL,
+# database and shm unlinked and the daemon crashed, 3 rounds each), on top
+# of the short fault tests that `make test` runs once. Needs root (tmpfs).
+# Not part of `make test`.
+faults: deps
+	$(GO) test -race -count=1 -tags faults -run 'TestFault' -v ./cmd/cachet/
 
 # Coverage-guided fuzzing of the policy parser and evaluator (seed corpora in
 # policy/testdata/fuzz). FUZZTIME per target; not part of `make test`, whose
