@@ -145,6 +145,8 @@ type Service struct {
 	imports oneTime[pendingImport]
 	// challenges are the open challenges of embedded wallets.
 	challenges oneTime[pendingChallenge]
+	// members caches quorum members by quorum version.
+	members memberCache
 	// afterAuthorize, when set (tests only), runs right after a release's
 	// signatures were checked: it stands for a change that commits between
 	// the check and the release.

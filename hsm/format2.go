@@ -524,3 +524,12 @@ func (b *backend) RetireGeneration(ctx context.Context, gen uint32) error {
 	b.log.Info("pkcs11 generation retired", logToken, b.p.label, logGen, gen, "objects", n)
 	return nil
 }
+
+// presenceKey is the object whose presence says the token holds generation
+// gen: its root (format 1) or its marker (format 2, which keeps no root).
+func (b *backend) presenceKey(gen uint32) objKey {
+	if b.formatOf(gen).format == keys.FormatDerive {
+		return objKey{pkcs11.CKO_DATA, markerLabel(gen)}
+	}
+	return rootKey(gen)
+}

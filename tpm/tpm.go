@@ -169,6 +169,9 @@ type backend struct {
 	current uint32           // highest generation held; 0 when unprovisioned
 	srkName string           // hex; refreshed by every operation that creates the SRK
 	wrapped keys.WrappedKeys // format 2: backups of P-256 keys; set once after Open
+
+	probeMu   sync.Mutex
+	probeName []byte // Name of the sealed root the first Probe saw (probe.go)
 }
 
 var (
