@@ -60,13 +60,13 @@ type Manifest struct {
 	KeyFormat       string    `json:"key_format"`
 	// RotationFrom is set when the backup was taken during a rotation's
 	// re-seal: it then holds blobs of that older generation too.
-	RotationFrom string `json:"rotation_from,omitempty"`
-	SchemaVersion   int       `json:"schema_version"`
-	AuditHeadSeq    uint64    `json:"audit_head_seq"`
-	AuditHeadHash   string    `json:"audit_head_hash"`
-	Wallets         int64     `json:"wallets"`
-	DBSize          int64     `json:"db_size"`
-	DBSHA256        string    `json:"db_sha256"`
+	RotationFrom  string `json:"rotation_from,omitempty"`
+	SchemaVersion int    `json:"schema_version"`
+	AuditHeadSeq  uint64 `json:"audit_head_seq"`
+	AuditHeadHash string `json:"audit_head_hash"`
+	Wallets       int64  `json:"wallets"`
+	DBSize        int64  `json:"db_size"`
+	DBSHA256      string `json:"db_sha256"`
 }
 
 func roDSN(path string) string {

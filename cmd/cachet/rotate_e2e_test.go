@@ -32,7 +32,7 @@ type signingLoad struct {
 	first         atomic.Value
 }
 
-func startLoad(ctx context.Context, cl *client.Client, wallets []drillWallet) *signingLoad {
+func startSigningLoad(ctx context.Context, cl *client.Client, wallets []drillWallet) *signingLoad {
 	l := &signingLoad{stop: make(chan struct{})}
 	for c := range 3 {
 		l.wg.Add(1)
@@ -186,7 +186,7 @@ func testRotation(t *testing.T, kind string) {
 
 	// The daemon re-seals in the background while it signs.
 	d = a.serve(a.cfg)
-	load := startLoad(ctx, cl, wallets)
+	load := startSigningLoad(ctx, cl, wallets)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		p, ok := resealProgress(t, db)
@@ -209,7 +209,7 @@ func testRotation(t *testing.T, kind string) {
 	t.Logf("killed with %d of %d blobs still of generation 1", left, total)
 
 	d = a.serve(a.cfg)
-	load = startLoad(ctx, cl, wallets)
+	load = startSigningLoad(ctx, cl, wallets)
 	for {
 		p, ok := resealProgress(t, db)
 		if ok && p.Finished {
