@@ -245,16 +245,19 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 			if r := a.e.run(append([]string{"restore", "--config", cfg2, "--backup", bad}, shares...)...); r.code == 0 || !strings.Contains(r.stderr, "backup file is corrupt") {
 				t.Fatalf("corrupted backup: %s", r)
 			}
-			if s := a.status(cfg2); s.Backend.Provisioned || s.Initialized {
-				t.Fatalf("a refused restore changed the new machine: %+v", s)
+			storePath := filepath.Join(a.dir, "data", "cachet.db")
+			if _, err := os.Stat(storePath); err == nil {
+				t.Fatal("a refused restore left a store behind")
 			}
-			// status opened (and so created) an empty store; a restore
-			// from a backup refuses to write over a store.
+			// A restore from a backup refuses to write over a store.
+			writeFile(t, storePath, "not yours", 0o600)
 			if r := a.e.run(append([]string{"restore", "--config", cfg2, "--backup", backupFile}, shares...)...); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 				t.Fatalf("restore --backup over a store: %s", r)
 			}
 			os.RemoveAll(filepath.Join(a.dir, "data"))
 
+			// (Had a refused restore provisioned the hardware, this one
+			// would fail: restore wants new, empty hardware.)
 			r = a.e.ok(append([]string{"restore", "--config", cfg2, "--backup", backupFile}, shares...)...)
 			if !strings.Contains(r.stdout, "restored root "+fp) || !strings.Contains(r.stdout, "audit log verified") {
 				t.Fatalf("restore: %s", r)
