@@ -176,6 +176,25 @@ func Rotate(ctx context.Context, b keys.Backend, st *store.Store, opts RotateOpt
 		}
 		files = append(files, path)
 	}
+	// The re-wrapped keys are recorded before the generation exists in the
+	// hardware, so that nothing can make a different key under one of their
+	// labels in between. Records of gen left by a rotation that failed
+	// before provisioning are replaced.
+	err = st.Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM wrapped_keys WHERE generation = ?`, gen); err != nil {
+			return err
+		}
+		for _, k := range wrapped {
+			if _, err := tx.Exec(`INSERT INTO wrapped_keys (generation, label, wrapped, public_key, created_at) VALUES (?, ?, ?, ?, ?)`,
+				k.Generation, k.Label, k.Wrapped, k.Public, time.Now().Unix()); err != nil {
+				return fmt.Errorf("record wrapped key %q: %w", k.Label, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("rotate: %w", err)
+	}
 	useWrappedKeys(b, st)
 	if err = prov.Provision(ctx, root, keys.ProvisionOptions{Generation: gen, Format: format}); err != nil {
 		return res, fmt.Errorf("rotate: provision generation %d: %w", gen, err)
@@ -198,12 +217,6 @@ func Rotate(ctx context.Context, b keys.Backend, st *store.Store, opts RotateOpt
 		"rewrapped_keys": len(wrapped), "shares_used": shareIndexes(use),
 	})
 	err = st.Write(ctx, func(tx *store.Tx) error {
-		for _, k := range wrapped {
-			if _, err := tx.Exec(`INSERT INTO wrapped_keys (generation, label, wrapped, public_key, created_at) VALUES (?, ?, ?, ?, ?)`,
-				k.Generation, k.Label, k.Wrapped, k.Public, time.Now().Unix()); err != nil {
-				return fmt.Errorf("record wrapped key %q: %w", k.Label, err)
-			}
-		}
 		for k, v := range map[string]string{
 			store.MetaRootFingerprint: fp, store.MetaGeneration: strconv.FormatUint(uint64(gen), 10),
 			store.MetaKeyFormat: format.String(), store.MetaThreshold: strconv.Itoa(m), store.MetaShares: strconv.Itoa(n),

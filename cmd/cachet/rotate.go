@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/ceremony"
@@ -101,14 +102,26 @@ func startReseal(ctx context.Context, a *appliance) {
 			}
 		}
 		record("rotation.reseal_start", map[string]any{"from_generation": from})
-		p, err := custody.Reseal(ctx, a.backend, a.store, custody.ResealOptions{
-			Batch: a.cfg.Rotation.ResealBatch, Pause: a.cfg.Rotation.ResealPause.Duration, Logger: log,
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("re-seal stopped; it resumes at the next start", "err", err)
+		var p custody.ResealProgress
+		for {
+			var err error
+			p, err = custody.Reseal(ctx, a.backend, a.store, custody.ResealOptions{
+				Batch: a.cfg.Rotation.ResealBatch, Pause: a.cfg.Rotation.ResealPause.Duration, Logger: log,
+			})
+			if err == nil {
+				break
 			}
-			return
+			if ctx.Err() != nil {
+				return
+			}
+			// The hardware or the store failed (the daemon's health gate
+			// says which); what is done stays done. Try again later.
+			log.Error("re-seal interrupted; retrying in 10s", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Second):
+			}
 		}
 		record("rotation.reseal_end", p)
 		lvl := slog.LevelInfo
