@@ -309,7 +309,11 @@ func (s *Service) idempotent(tx *store.Tx, c Call) (json.RawMessage, error) {
 	var created int64
 	err := tx.QueryRow(`SELECT request_hash, response, created_at FROM idempotency_keys WHERE app_id = ? AND key = ?`,
 		c.App, c.IdempotencyKey).Scan(&hash, &resp, &created)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds()) {
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds() {
+		// Expired, not yet purged: the key is free again.
 		_, derr := tx.Exec(`DELETE FROM idempotency_keys WHERE app_id = ? AND key = ?`, c.App, c.IdempotencyKey)
 		return nil, derr
 	}
