@@ -435,3 +435,56 @@ func authKeyT(t *testing.T, b keys.Backend, label string) *ecdsa.PublicKey {
 	}
 	return pub
 }
+
+// Many callers asking for a new format-2 key at once, through two backends
+// on one token and one store (two processes), get one key: one record in
+// the store, one private key object on the token, one public key.
+func TestFormat2ConcurrentFirstUse(t *testing.T) {
+	ctx := context.Background()
+	b1, ws, _ := provisionedFormat2(t)
+	b2 := open(t, raw1Label(t, b1), 2)
+	b2.(keys.WrappedKeysUser).UseWrappedKeys(ws)
+	var wg sync.WaitGroup
+	pubs := make([]*ecdsa.PublicKey, 16)
+	errs := make([]error, 16)
+	for i := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := b1
+			if i%2 == 1 {
+				b = b2
+			}
+			pubs[i], errs[i] = b.AuthKey(ctx, "auth/concurrent")
+		}()
+	}
+	wg.Wait()
+	for i := range pubs {
+		if errs[i] != nil || !pubs[i].Equal(pubs[0]) {
+			t.Fatalf("caller %d: %v (same key %v)", i, errs[i], errs[i] == nil && pubs[i].Equal(pubs[0]))
+		}
+	}
+	counts, err := hsm.ObjectCounts(ctx, b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := counts[hsm.Object{Class: pkcs11.CKO_PRIVATE_KEY, Label: hsm.P256Label(1, "auth/concurrent")}]; n != 1 {
+		t.Errorf("%d private key objects for the label, want 1", n)
+	}
+	ws.mu.Lock()
+	n := len(ws.m)
+	ws.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d wrapped records, want 1", n)
+	}
+}
+
+// raw1Label is the token label of a backend's token, read through Info.
+func raw1Label(t *testing.T, b keys.Backend) string {
+	t.Helper()
+	in, err := b.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.Identity["token_label"]
+}
