@@ -5,8 +5,9 @@
 // The other packages only report events through small hooks (an HTTP
 // middleware per route, a key-backend decorator, a store commit observer, a
 // custody observer, a refusal counter) and scrape-time sources (health of
-// each part, the audit head). Every method is safe on a nil *Metrics, which
-// ignores everything, so a daemon built without metrics needs no checks.
+// each part, the audit head). Every hook (Route, Backend, Signature,
+// PolicyDecision, Refusal, Commit, SetSources) is safe on a nil *Metrics,
+// which ignores everything, so code built without metrics needs no checks.
 //
 // # Labels
 //
