@@ -46,34 +46,29 @@ func required(name, v string) error {
 	return nil
 }
 
-// checkBody refuses a body that is not one JSON object, nests too deep or
-// repeats a key.
+// checkBody refuses a body that is not one JSON object, is not valid
+// UTF-8, nests too deep or repeats a key.
 func checkBody(body []byte) error {
-	if err := (*strictjson.Options)(nil).Check(body, maxBodyDepth); err != nil {
-		var se *strictjson.Error
-		switch {
-		case errors.As(err, &se):
-			return errorf(Invalid, "%s", se.Error())
-		case errors.Is(err, strictjson.ErrInvalidUTF8):
-			return errorf(Invalid, "The body is not valid UTF-8.")
-		}
-		return errorf(Invalid, "The body is not a JSON object.")
-	}
-	return nil
+	return strictError((*strictjson.Options)(nil).Check(body, maxBodyDepth), "The body is not a JSON object.")
 }
 
 // checkValue is checkBody for a body that may be any JSON value (an array
-// of items, say): valid UTF-8, no repeated key, bounded depth.
+// of items, say).
 func checkValue(body []byte) error {
-	if err := (*strictjson.Options)(nil).CheckValue(body, maxBodyDepth); err != nil {
-		var se *strictjson.Error
-		switch {
-		case errors.As(err, &se):
-			return errorf(Invalid, "%s", se.Error())
-		case errors.Is(err, strictjson.ErrInvalidUTF8):
-			return errorf(Invalid, "The body is not valid UTF-8.")
-		}
-		return errorf(Invalid, "The body is not valid JSON.")
+	return strictError((*strictjson.Options)(nil).CheckValue(body, maxBodyDepth), "The body is not valid JSON.")
+}
+
+// strictError converts a strictjson check's error to Invalid; otherwise is
+// the message for a body that does not parse.
+func strictError(err error, otherwise string) error {
+	var se *strictjson.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		return errorf(Invalid, "%s", se.Error())
+	case errors.Is(err, strictjson.ErrInvalidUTF8):
+		return errorf(Invalid, "The body is not valid UTF-8.")
 	}
-	return nil
+	return errorf(Invalid, "%s", otherwise)
 }

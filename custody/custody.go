@@ -394,6 +394,9 @@ func (s *Service) Purge(ctx context.Context) error {
 		}
 		// No window is longer than policy.MaxWindowSeconds: older
 		// contributions can never count again.
+		if _, err := tx.Exec(`DELETE FROM aggregation_events_legacy WHERE at < ?`, now-policy.MaxWindowSeconds*1000); err != nil {
+			return err
+		}
 		_, err := tx.Exec(`DELETE FROM aggregation_events WHERE at < ?`, now-policy.MaxWindowSeconds*1000)
 		return err
 	})

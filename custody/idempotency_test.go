@@ -384,8 +384,12 @@ func TestPurgeAggregationEvents(t *testing.T) {
 		if _, err := tx.Exec(`INSERT INTO aggregations(id, app_id, name, definition, created_at) VALUES ('agg', 'app', 'n', '{}', 0)`); err != nil {
 			return err
 		}
-		for _, age := range []time.Duration{time.Hour, 71 * time.Hour, 73 * time.Hour} {
-			if _, err := tx.Exec(`INSERT INTO aggregation_events(aggregation_id, wallet_id, group_key, amount, at) VALUES ('agg', 'w', '', '1', ?)`,
+		for i, age := range []time.Duration{73 * time.Hour, 71 * time.Hour, time.Hour} {
+			if _, err := tx.Exec(`INSERT INTO aggregation_events(aggregation_id, wallet_id, group_key, amount, running, at) VALUES ('agg', 'w', '', '1', ?, ?)`,
+				i+1, now.Add(-age).UnixMilli()); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO aggregation_events_legacy(aggregation_id, wallet_id, group_key, amount, at) VALUES ('agg', 'w', '', '1', ?)`,
 				now.Add(-age).UnixMilli()); err != nil {
 				return err
 			}
@@ -397,8 +401,10 @@ func TestPurgeAggregationEvents(t *testing.T) {
 	if err := e.svc.Purge(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.count(`SELECT COUNT(*) FROM aggregation_events`); n != 2 {
-		t.Fatalf("%d contributions after purge, want the 2 inside 72 h", n)
+	for _, table := range []string{"aggregation_events", "aggregation_events_legacy"} {
+		if n := e.count(`SELECT COUNT(*) FROM ` + table); n != 2 {
+			t.Fatalf("%d contributions in %s after purge, want the 2 inside 72 h", n, table)
+		}
 	}
 }
 

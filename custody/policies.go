@@ -184,8 +184,60 @@ func (r resolvers) Aggregation(id string) (*policy.CompiledAggregation, error) {
 	return a, nil
 }
 
+// Sum is the total of a key's contributions with at in (Since, Until]: the
+// running total at Until less the running total at Since, two index
+// lookups whatever the number of contributions (see migration 0009). The
+// running totals are exact: they are written in the single writer's
+// transaction, each from the one before it.
 func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
-	rows, err := r.q.QueryContext(r.ctx, `SELECT amount FROM aggregation_events
+	hi, err := r.runningAt(q, q.Until.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	lo, err := r.runningAt(q, q.Since.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	sum := hi.Sub(hi, lo)
+	legacy, err := r.legacySum(q)
+	if err != nil {
+		return nil, err
+	}
+	return sum.Add(sum, legacy), nil
+}
+
+// runningAt is the running total of q's key over its contributions with at
+// <= ms. With none left at or before ms (none yet, or the purge removed
+// them), it is the total before the key's first remaining contribution:
+// that row's running total less its amount.
+func (r resolvers) runningAt(q policy.SumQuery, ms int64) (*big.Int, error) {
+	var running, amount string
+	err := r.q.QueryRowContext(r.ctx, `SELECT running, '0' FROM aggregation_events
+		WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ? AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1`,
+		q.AggregationID, q.WalletID, q.GroupKey, ms).Scan(&running, &amount)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = r.q.QueryRowContext(r.ctx, `SELECT running, amount FROM aggregation_events
+			WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ? ORDER BY at, rowid LIMIT 1`,
+			q.AggregationID, q.WalletID, q.GroupKey).Scan(&running, &amount)
+		if errors.Is(err, sql.ErrNoRows) {
+			return new(big.Int), nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, ok1 := new(big.Int).SetString(running, 10)
+	a, ok2 := new(big.Int).SetString(amount, 10)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("aggregation %s holds a malformed amount", q.AggregationID)
+	}
+	return v.Sub(v, a), nil
+}
+
+// legacySum sums contributions recorded before running totals existed, one
+// by one; the purge empties their table within the longest window.
+func (r resolvers) legacySum(q policy.SumQuery) (*big.Int, error) {
+	rows, err := r.q.QueryContext(r.ctx, `SELECT amount FROM aggregation_events_legacy
 		WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ? AND at > ? AND at <= ?`,
 		q.AggregationID, q.WalletID, q.GroupKey, q.Since.UnixMilli(), q.Until.UnixMilli())
 	if err != nil {
@@ -205,6 +257,32 @@ func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
 		sum.Add(sum, v)
 	}
 	return sum, rows.Err()
+}
+
+// addContribution records amount for a key at now, with its running total.
+// It runs in the writer's transaction, so the row before it is final. The
+// time never goes back within a key (a clock stepped back records at the
+// key's last time), so that time order and running order agree.
+func addContribution(tx *store.Tx, aggID, walletID, group string, amount *big.Int, now int64) error {
+	running, at := new(big.Int), now
+	var prev string
+	var prevAt int64
+	err := tx.QueryRow(`SELECT running, at FROM aggregation_events WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ?
+		ORDER BY at DESC, rowid DESC LIMIT 1`, aggID, walletID, group).Scan(&prev, &prevAt)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return err
+	default:
+		if _, ok := running.SetString(prev, 10); !ok {
+			return fmt.Errorf("aggregation %s holds a malformed running total", aggID)
+		}
+		at = max(at, prevAt)
+	}
+	running.Add(running, amount)
+	_, err = tx.Exec(`INSERT INTO aggregation_events(aggregation_id, wallet_id, group_key, amount, running, at) VALUES (?, ?, ?, ?, ?, ?)`,
+		aggID, walletID, group, amount.String(), running.String(), at)
+	return err
 }
 
 func (e *storedPolicies) env(ctx context.Context, q querier, in policy.Input) policy.Env {
@@ -264,8 +342,7 @@ func (e *storedPolicies) Commit(ctx context.Context, tx *store.Tx, in policy.Inp
 			if !counts {
 				continue
 			}
-			if _, err := tx.Exec(`INSERT INTO aggregation_events(aggregation_id, wallet_id, group_key, amount, at) VALUES (?, ?, ?, ?, ?)`,
-				id, in.WalletID, group, amount.String(), env.Now.UnixMilli()); err != nil {
+			if err := addContribution(tx, id, in.WalletID, group, amount, env.Now.UnixMilli()); err != nil {
 				return policy.Decision{}, err
 			}
 		}

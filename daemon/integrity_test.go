@@ -630,3 +630,70 @@ func shortTempDir(t *testing.T) string {
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
 }
+
+// The edge refuses, for every body and before any route reads it, what
+// would let two readers disagree: invalid UTF-8 (Go would store U+FFFD),
+// a repeated member, and a second privy-authorization-signature line (a
+// signature nobody checked riding along with one that was), or any other
+// repeated privy- header.
+func TestEdgeRefusesAmbiguousRequests(t *testing.T) {
+	r := newRig(t)
+	stranger, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	w := r.must("POST", "/v1/wallets", `{"chain_type":"ethereum","owner":{"public_key":"`+r.pub+`"}}`)
+	rpc := "/v1/wallets/" + w["id"].(string) + "/rpc"
+	body := []byte(`{"method":"personal_sign","params":{"message":"hi","encoding":"utf-8"}}`)
+	expiry := fmt.Sprint(time.Now().Add(time.Minute).UnixMilli())
+	h := http.Header{"Privy-Request-Expiry": {expiry}}
+	good, _ := r.sign("POST", rpc, body, h, r.owner)
+	bad, _ := r.sign("POST", rpc, body, h, stranger)
+
+	for _, tc := range []struct {
+		name, method, path string
+		body               []byte
+		h                  http.Header
+	}{
+		{"invalid UTF-8 in an unsigned body", "POST", "/v1/wallets", []byte("{\"chain_type\":\"ethereum\",\"display_name\":\"caf\xe9\"}"), http.Header{}},
+		{"a lone surrogate escape", "POST", "/v1/wallets", []byte(`{"chain_type":"ethereum","display_name":"\udc00"}`), http.Header{}},
+		{"a repeated member", "POST", "/v1/wallets", []byte(`{"chain_type":"ethereum","display_name":"a","display_name":"b"}`), http.Header{}},
+		{"an inexact integer in an unsigned body", "POST", "/v1/key_quorums", []byte(`{"public_keys":["` + r.pub + `"],"authorization_threshold":9007199254740993}`), http.Header{}},
+		{"a second signature header line", "POST", rpc, body, http.Header{"Privy-Request-Expiry": {expiry}, "Privy-Authorization-Signature": {good, bad}}},
+		{"a second expiry line", "POST", rpc, body, http.Header{"Privy-Request-Expiry": {expiry, expiry}, "Privy-Authorization-Signature": {good}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := r.fingerprint()
+			code, m := r.sendRaw(tc.method, tc.path, tc.body, tc.h)
+			if code != http.StatusBadRequest || m["code"] != CodeInvalidData {
+				t.Fatalf("%d %v, want 400 invalid_data", code, m)
+			}
+			if r.fingerprint() != before {
+				t.Fatal("the refused request changed the store")
+			}
+		})
+	}
+	// A request that takes no body refuses one with members: the approvers
+	// would sign members Cachet ignores.
+	q := r.must("POST", "/v1/key_quorums", `{"public_keys":["`+r.pub+`"],"authorization_threshold":1}`)
+	for _, c := range []struct{ method, path string }{
+		{"POST", "/v1/wallets/" + w["id"].(string) + "/archive"},
+		{"DELETE", "/v1/key_quorums/" + q["id"].(string)},
+	} {
+		before := r.fingerprint()
+		if code, m := r.send(c.method, c.path, []byte(`{"force":true}`), r.owner); code != http.StatusBadRequest {
+			t.Fatalf("%s %s with a body: %d %v", c.method, c.path, code, m)
+		}
+		if r.fingerprint() != before {
+			t.Fatalf("%s %s with a body changed the store", c.method, c.path)
+		}
+	}
+	if code, m := r.send("DELETE", "/v1/key_quorums/"+q["id"].(string), []byte(`{}`), r.owner); code != http.StatusOK {
+		t.Fatalf("DELETE with {}: %d %v", code, m)
+	}
+	// One line with both signatures: the stranger's refuses it (401), as
+	// Privy does; the owner's alone signs.
+	if code, m := r.sendRaw("POST", rpc, body, http.Header{"Privy-Request-Expiry": {expiry}, "Privy-Authorization-Signature": {good + "," + bad}}); code != http.StatusUnauthorized {
+		t.Fatalf("a stranger's signature beside the owner's: %d %v", code, m)
+	}
+	if code, m := r.sendRaw("POST", rpc, body, http.Header{"Privy-Request-Expiry": {expiry}, "Privy-Authorization-Signature": {good}}); code != http.StatusOK {
+		t.Fatalf("the owner's signature: %d %v", code, m)
+	}
+}

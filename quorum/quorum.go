@@ -29,7 +29,6 @@ package quorum
 
 import (
 	"fmt"
-	"slices"
 )
 
 // MaxChildren is the most nested quorums a key quorum may have (Privy's
@@ -128,9 +127,11 @@ func (q Quorum) validate(keys, children bool) error {
 // children's, deduplicated, in order. Pass them to Verify.
 func (q Quorum) Candidates() []string {
 	var out []string
+	seen := make(map[string]bool, len(q.Keys))
 	add := func(ks []string) {
 		for _, k := range ks {
-			if !slices.Contains(out, k) {
+			if !seen[k] {
+				seen[k] = true
 				out = append(out, k)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"filippo.io/nistec"
 	"github.com/cachet-custody/cachet/keys"
@@ -399,6 +400,46 @@ var spkiPrefix = []byte{
 // ParsePublicKey. Both accept the same canonical keys, so the shortcut
 // changes the cost of parsing MaxCandidateKeys keys, not which keys parse.
 func keyPoint(spki string) ([]byte, error) {
+	if pt, ok := points.get(spki); ok {
+		return pt, nil
+	}
+	pt, err := parseKeyPoint(spki)
+	if err == nil {
+		points.put(spki, pt)
+	}
+	return pt, err
+}
+
+// points caches the points of keys that parsed: the same quorum keys are
+// checked request after request, and a key is public, so keeping its
+// parsed form costs nothing but memory, which maxCachedPoints bounds (the
+// cache is emptied when full).
+var points = pointCache{m: map[string][]byte{}}
+
+const maxCachedPoints = 1 << 16
+
+type pointCache struct {
+	mu sync.RWMutex
+	m  map[string][]byte
+}
+
+func (c *pointCache) get(spki string) ([]byte, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	pt, ok := c.m[spki]
+	return pt, ok
+}
+
+func (c *pointCache) put(spki string, pt []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxCachedPoints {
+		clear(c.m)
+	}
+	c.m[spki] = pt
+}
+
+func parseKeyPoint(spki string) ([]byte, error) {
 	var der [91]byte
 	if base64.StdEncoding.EncodedLen(len(der)) == len(spki) {
 		if n, err := base64.StdEncoding.Strict().Decode(der[:], []byte(spki)); err == nil && n == len(der) &&

@@ -620,6 +620,12 @@ func TestPeerFromOtherUIDRefused(t *testing.T) {
 		// Only the test's own readiness probe reached the HTTP server.
 		t.Fatalf("the refused request reached the HTTP server:\n%s", d.stderr.String())
 	}
+	// The refusal is in the audit log too, aggregated per uid: flushed at
+	// the latest when the daemon stops.
+	db := filepath.Join(a.dir, "data", "cachet.db")
+	if n := countRecords(t, db, "api.peer_refused"); n != 1 {
+		t.Fatalf("%d api.peer_refused records, want 1", n)
+	}
 
 	allow := a.writeConfig("allow.toml", backend, group+fmt.Sprintf("\nallowed_uids = [%d]", nobody))
 	d = a.serve(allow)
