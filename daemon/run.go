@@ -17,6 +17,7 @@ import (
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/health"
 	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/metrics"
@@ -57,6 +58,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return fmt.Errorf("refusing to serve: key backend: %w", err)
 	}
+	// Every page is read once: a damaged page is refused here, not served
+	// as healthy.
+	if err := o.Store.QuickCheck(ctx); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
 	pub, err := o.Backend.AuthKey(ctx, keys.AuditKeyLabel)
 	if err != nil {
 		return fmt.Errorf("refusing to serve: audit key: %w", err)
@@ -69,9 +75,29 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		return fmt.Errorf("refusing to serve: %w", err)
 	}
+	// The audit log signs its checkpoints with the raw backend: a failing
+	// record must be able to recover by checkpointing. Everything that
+	// releases something gets the gated backend.
+	// A database behind the hardware's anchor was rolled back: refuse.
+	anchor, _ := o.Backend.(keys.Anchor)
+	if anchor != nil {
+		if _, _, err := audit.CheckAnchor(ctx, o.Store.DB(), anchor); err != nil {
+			return fmt.Errorf("refusing to serve: %w", err)
+		}
+	}
 	alog := audit.New(o.Store, o.Backend, audit.Options{
 		CheckpointEvery: cfg.Audit.CheckpointRecords, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration, Logger: log,
+		Anchor: anchor,
 	})
+	mon := health.New(log)
+	mon.Live(health.Store, o.Store.Health)
+	gated := health.Gate(o.Backend, mon)
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	startWatch(watchCtx, mon, o.Backend, o.Store, alog)
+	if err := awaitHealthy(ctx, mon); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
 	nodes := map[string]wallet.Node{}
 	for _, ch := range cfg.Chains {
 		n, err := wallet.NewNode(ch.RPCURL, wallet.NodeOptions{})
@@ -91,7 +117,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		verifiers[a.ID] = v
 	}
-	svc := custody.New(o.Store, o.Backend, nil, custody.Options{
+	svc := custody.New(o.Store, gated, nil, custody.Options{
 		MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		IdempotencyTTL:   cfg.API.IdempotencyTTL.Duration,
 		Chains: func(caip2 string) (wallet.Node, bool) {
@@ -113,11 +139,11 @@ func Run(ctx context.Context, o RunOptions) error {
 		Logger:   log,
 		Observer: mx,
 	})
-	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
+	ak := authkeys.New(o.Store, gated, authkeys.Options{
 		PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
 	})
-	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version, Metrics: mx})
+	srv := New(Deps{Config: cfg, Backend: audit.Backend(gated, alog), Store: o.Store, Audit: alog, Health: mon, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version, Metrics: mx})
 	stopMetrics, err := serveMetrics(cfg.Metrics, mx, srv, log)
 	if err != nil {
 		return fmt.Errorf("refusing to serve: %w", err)
@@ -188,24 +214,92 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	notify(log, "STOPPING=1")
 	stopWatchdog()
-	dctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainTimeout.Duration)
+	// The whole stop is bounded by the drain timeout: draining, then the
+	// stop record and the final checkpoint in what is left of it (the
+	// record leaves the checkpoint a second). A stop whose record or
+	// checkpoint failed returns an error: the process exits non-zero.
+	stopBy := time.Now().Add(cfg.Server.DrainTimeout.Duration)
+	dctx, cancel := context.WithDeadline(context.Background(), stopBy)
 	if err := hs.Shutdown(dctx); err != nil {
 		log.Error("drain incomplete; closing the remaining connections", "error", err)
 		hs.Close()
 	}
 	cancel()
-	if err := refusals.flush(context.Background(), alog); err != nil {
+	var stopErrs []error
+	recordBy := stopBy.Add(-time.Second)
+	if time.Until(recordBy) < time.Second {
+		recordBy = time.Now().Add(time.Second)
+	}
+	rctx, cancel := context.WithDeadline(context.Background(), recordBy)
+	if err := refusals.flush(rctx, alog); err != nil {
 		log.Error("audit of refused peers failed", "error", err)
 	}
-	if _, err := alog.Record(context.Background(), audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
+	if _, err := alog.Record(rctx, audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
+		stopErrs = append(stopErrs, fmt.Errorf("audit record of the stop: %w", err))
 	}
+	cancel()
 	stopAudit() // appends a final checkpoint
-	<-auditDone
+	select {
+	case <-auditDone:
+		if err := alog.LastCheckpointError(); err != nil {
+			stopErrs = append(stopErrs, fmt.Errorf("final audit checkpoint: %w", err))
+		}
+	case <-time.After(max(time.Until(stopBy), 500*time.Millisecond)):
+		stopErrs = append(stopErrs, errors.New("final audit checkpoint did not finish within the drain timeout"))
+	}
+	stopWatch()
 	if errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}
-	return runErr
+	return errors.Join(append([]error{runErr}, stopErrs...)...)
+}
+
+// Health probe schedule. The backend is proved every 200 ms, so a lost TPM
+// or HSM stops releases well within a second (a dead swtpm refuses the
+// connection at once; a hung one fails the part after probeTimeout). The
+// store's probe is a durable write; the record's is a memory read.
+const (
+	backendProbeEvery = 200 * time.Millisecond
+	storeProbeEvery   = 250 * time.Millisecond
+	recordProbeEvery  = 250 * time.Millisecond
+	probeTimeout      = 500 * time.Millisecond
+	storeProbeTimeout = time.Second
+	startHealthWait   = 10 * time.Second
+)
+
+// startWatch starts the probes of the three parts.
+func startWatch(ctx context.Context, mon *health.Monitor, b keys.Backend, st *store.Store, alog *audit.Log) {
+	probe := func(ctx context.Context) error {
+		if p, ok := b.(keys.Prober); ok {
+			return p.Probe(ctx)
+		}
+		info, err := b.Info(ctx)
+		if err == nil && !info.Provisioned {
+			err = errNotProvisioned
+		}
+		return err
+	}
+	go mon.Watch(ctx, health.Backend, backendProbeEvery, probeTimeout, probe)
+	go mon.Watch(ctx, health.Store, storeProbeEvery, storeProbeTimeout, st.Probe)
+	go mon.Watch(ctx, health.Record, recordProbeEvery, probeTimeout, func(context.Context) error {
+		return alog.LastCheckpointError()
+	})
+}
+
+// awaitHealthy waits until every part was proved once.
+func awaitHealthy(ctx context.Context, mon *health.Monitor) error {
+	deadline := time.Now().Add(startHealthWait)
+	for {
+		err := mon.Err()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // watchdog pings systemd at half the WatchdogSec interval, but only while
@@ -221,8 +315,8 @@ func (s *Server) watchdog(ctx context.Context) {
 		return
 	}
 	every(ctx, interval/2, func() {
-		if h := s.checkHealth(ctx); h.Status != "ok" {
-			s.log.Error("health check failed; not pinging the watchdog", "backend", h.Backend.Error, "store", h.Store.Error, "audit", h.Audit.Error)
+		if err := s.healthErr(); err != nil {
+			s.log.Error("health check failed; not pinging the watchdog", "error", err)
 			return
 		}
 		notify(s.log, "WATCHDOG=1")

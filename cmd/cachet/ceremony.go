@@ -161,7 +161,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath, openOptions{})
+	a, err := openAppliance(ctx, *cfgPath, openOptions{mustExist: true})
 	if err != nil {
 		return err
 	}
@@ -170,8 +170,15 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	integrity := "ok"
+	if err := a.store.QuickCheck(ctx); err != nil {
+		integrity = err.Error()
+	}
 	if *asJSON {
-		return printJSON(out, st)
+		return printJSON(out, struct {
+			ceremony.Status
+			Integrity string `json:"integrity"`
+		}{st, integrity})
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "backend\t%s\n", st.Backend.Kind)
@@ -196,6 +203,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(w, "store\t%s\n", st.Store.Path)
 	fmt.Fprintf(w, "  schema version\t%d\n", st.Store.SchemaVersion)
 	fmt.Fprintf(w, "  size\t%d bytes (+%d WAL)\n", st.Store.SizeBytes, st.Store.WALBytes)
+	fmt.Fprintf(w, "  quick_check\t%s\n", integrity)
 	fmt.Fprintf(w, "audit\thead %d\n", st.Audit.Seq)
 	fmt.Fprintf(w, "  last checkpoint\t%d\n", st.Audit.CheckpointSeq)
 	fmt.Fprintf(w, "  since checkpoint\t%d records\n", st.Audit.UncheckpointedN)
@@ -238,7 +246,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	} else {
-		if a, err = openWith(ctx, cfg, openOptions{}); err != nil {
+		if a, err = openWith(ctx, cfg, openOptions{mustExist: true}); err != nil {
 			return err
 		}
 		if pub, err = a.backend.AuthKey(ctx, keys.AuditKeyLabel); err != nil {
@@ -247,7 +255,28 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	defer a.Close()
+	// The pages first: a damaged page can hide records from the walk.
+	if err := a.store.QuickCheck(ctx); err != nil {
+		return exitError{fmt.Errorf("FAILED: %w", err), 1}
+	}
 	rep, err := audit.Verify(ctx, a.store.DB(), pub)
+	// The head against the hardware's anchor: a chain that verifies can
+	// still be an older copy of the database.
+	anchorNote := ""
+	if an, ok := a.backend.(keys.Anchor); ok && err == nil {
+		st, anchored, aerr := audit.CheckAnchor(ctx, a.store.DB(), an)
+		var re *audit.RollbackError
+		switch {
+		case errors.As(aerr, &re):
+			return exitError{fmt.Errorf("FAILED: %w", aerr), 1}
+		case aerr != nil:
+			return aerr
+		case anchored:
+			anchorNote = fmt.Sprintf("; the hardware anchors checkpoint %d", st.Seq)
+		default:
+			anchorNote = "; the hardware anchors no checkpoint yet"
+		}
+	}
 	var ce *audit.ChainError
 	if *asJSON {
 		res := map[string]any{"ok": err == nil, "report": rep}
@@ -263,7 +292,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if !*asJSON {
-		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash)
+		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)%s\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash, anchorNote)
 		if rep.Unsigned > 0 {
 			fmt.Fprintf(out, "note: the last %d records come after the last checkpoint and are protected by the hash chain only\n", rep.Unsigned)
 		}
