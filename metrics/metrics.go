@@ -249,7 +249,7 @@ type scraped struct{ m *Metrics }
 
 var (
 	healthDesc = prometheus.NewDesc(namespace+"_health",
-		"1 while a part (backend, store, audit) passes its health check at scrape time, 0 while it fails.", []string{"part"}, nil)
+		"1 while a part (backend, store, audit) is healthy as the daemon's health check reports it when scraped, 0 while it fails.", []string{"part"}, nil)
 	auditHeadDesc = prometheus.NewDesc(namespace+"_audit_head_seq",
 		"Sequence number of the newest audit record.", nil, nil)
 	auditCheckpointAgeDesc = prometheus.NewDesc(namespace+"_audit_seconds_since_checkpoint",
