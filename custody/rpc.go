@@ -84,12 +84,12 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	var versions map[string]int64
 	var userKeys []string
 	try := func(id string) (bool, error) {
-		sq, err := loadQuorum(ctx, q, app, id)
+		sq, err := s.loadQuorum(ctx, q, app, id)
 		if err != nil {
 			return false, err
 		}
 		versions = map[string]int64{}
-		vq, err := verifier(ctx, q, app, sq, versions)
+		vq, err := s.verifier(ctx, q, app, sq, versions)
 		if err != nil {
 			return false, err
 		}

@@ -48,10 +48,10 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	cfg := o.Config
 	mx := metrics.New() // metrics.go: families, wiring and the metrics socket
-	// The hardware's optional interfaces (keys.Prober, keys.Anchor) are
-	// found on the raw backend: the metrics wrapper does not carry them.
-	raw := o.Backend
-	o.Backend = mx.Backend(o.Backend)
+	// The timed backend goes only to what uses keys (the audit log, the
+	// gate): the type assertions below (keys.Anchor, keys.Prober) need the
+	// raw backend, which the wrapper would hide.
+	timed := mx.Backend(o.Backend)
 	o.Store.ObserveCommits(mx.Commit)
 	defer o.Store.ObserveCommits(nil)
 	if err := ceremony.CheckReady(ctx, o.Backend, o.Store); err != nil {
@@ -82,22 +82,22 @@ func Run(ctx context.Context, o RunOptions) error {
 	// record must be able to recover by checkpointing. Everything that
 	// releases something gets the gated backend.
 	// A database behind the hardware's anchor was rolled back: refuse.
-	anchor, _ := raw.(keys.Anchor)
+	anchor, _ := o.Backend.(keys.Anchor)
 	if anchor != nil {
 		if _, _, err := audit.CheckAnchor(ctx, o.Store.DB(), anchor); err != nil {
 			return fmt.Errorf("refusing to serve: %w", err)
 		}
 	}
-	alog := audit.New(o.Store, o.Backend, audit.Options{
+	alog := audit.New(o.Store, timed, audit.Options{
 		CheckpointEvery: cfg.Audit.CheckpointRecords, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration, Logger: log,
 		Anchor: anchor,
 	})
 	mon := health.New(log)
 	mon.Live(health.Store, o.Store.Health)
-	gated := health.Gate(o.Backend, mon)
+	gated := health.Gate(timed, mon)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
-	startWatch(watchCtx, mon, raw, o.Store, alog)
+	startWatch(watchCtx, mon, o.Backend, o.Store, alog)
 	if err := awaitHealthy(ctx, mon); err != nil {
 		return fmt.Errorf("refusing to serve: %w", err)
 	}

@@ -13,8 +13,9 @@ import (
 // auth_key, sign_auth, info, close). Nothing about the arguments is
 // recorded. A nil *Metrics returns inner unchanged.
 //
-// Optional interfaces of inner (keys.Provisioner) are not carried over:
-// wrap only the backend the daemon serves with, after the ceremonies.
+// Optional interfaces of inner (keys.Provisioner, keys.Anchor,
+// keys.Prober) are not carried over: give the wrapper only to code that uses
+// keys, and make every type assertion on the raw backend.
 func (m *Metrics) Backend(inner keys.Backend) keys.Backend {
 	if m == nil {
 		return inner

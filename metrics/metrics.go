@@ -5,8 +5,9 @@
 // The other packages only report events through small hooks (an HTTP
 // middleware per route, a key-backend decorator, a store commit observer, a
 // custody observer, a refusal counter) and scrape-time sources (health of
-// each part, the audit head). Every method is safe on a nil *Metrics, which
-// ignores everything, so a daemon built without metrics needs no checks.
+// each part, the audit head). Every hook (Route, Backend, Signature,
+// PolicyDecision, Refusal, Commit, SetSources) is safe on a nil *Metrics,
+// which ignores everything, so code built without metrics needs no checks.
 //
 // # Labels
 //
@@ -248,7 +249,7 @@ type scraped struct{ m *Metrics }
 
 var (
 	healthDesc = prometheus.NewDesc(namespace+"_health",
-		"1 while a part (backend, store, audit) passes its health check at scrape time, 0 while it fails.", []string{"part"}, nil)
+		"1 while a part (backend, store, audit) is healthy as the daemon's health check reports it when scraped, 0 while it fails.", []string{"part"}, nil)
 	auditHeadDesc = prometheus.NewDesc(namespace+"_audit_head_seq",
 		"Sequence number of the newest audit record.", nil, nil)
 	auditCheckpointAgeDesc = prometheus.NewDesc(namespace+"_audit_seconds_since_checkpoint",

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cachet-custody/cachet/keys"
 )
 
 // Label values a caller chooses are bounded: anything outside a family's
@@ -98,5 +101,61 @@ func TestRoute(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/wallets/w1", nil))
 	if got := testutil.ToFloat64(m.requests.WithLabelValues("GET /v1/wallets/{id}", "404")); got != 1 {
 		t.Fatalf("requests{route, 404} = %v, want 1", got)
+	}
+}
+
+// stubBackend answers every operation with err; it stands above the
+// hardware boundary, where the wrapper sits.
+type stubBackend struct{ err error }
+
+func (s stubBackend) Seal(context.Context, keys.Purpose, []byte, []byte) ([]byte, error) {
+	return []byte("sealed"), s.err
+}
+func (s stubBackend) Unseal(context.Context, keys.Purpose, []byte, []byte) ([]byte, error) {
+	return nil, s.err
+}
+func (s stubBackend) AuthKey(context.Context, string) (*ecdsa.PublicKey, error) { return nil, s.err }
+func (s stubBackend) SignAuth(context.Context, string, []byte) ([]byte, error)  { return nil, s.err }
+func (s stubBackend) Info(context.Context) (keys.BackendInfo, error) {
+	return keys.BackendInfo{}, s.err
+}
+func (s stubBackend) Close() error { return s.err }
+
+// The backend wrapper times every operation under its name, counts the
+// failed ones, and passes results and errors through unchanged.
+func TestBackendOps(t *testing.T) {
+	m := New()
+	fail := errors.New("token removed")
+	ctx := context.Background()
+	ops := []struct {
+		op  string
+		run func(b keys.Backend) error
+	}{
+		{"seal", func(b keys.Backend) error { _, err := b.Seal(ctx, keys.PurposeWallet, nil, nil); return err }},
+		{"unseal", func(b keys.Backend) error { _, err := b.Unseal(ctx, keys.PurposeWallet, nil, nil); return err }},
+		{"auth_key", func(b keys.Backend) error { _, err := b.AuthKey(ctx, "l"); return err }},
+		{"sign_auth", func(b keys.Backend) error { _, err := b.SignAuth(ctx, "l", nil); return err }},
+		{"info", func(b keys.Backend) error { _, err := b.Info(ctx); return err }},
+		{"close", func(b keys.Backend) error { return b.Close() }},
+	}
+	for _, o := range ops {
+		t.Run(o.op, func(t *testing.T) {
+			if err := o.run(m.Backend(stubBackend{})); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.run(m.Backend(stubBackend{fail})); !errors.Is(err, fail) {
+				t.Fatalf("error %v, want the backend's", err)
+			}
+			if got := testutil.ToFloat64(m.backendErrors.WithLabelValues(o.op)); got != 1 {
+				t.Errorf("errors{op=%q} = %v, want 1", o.op, got)
+			}
+			if n := testutil.CollectAndCount(m.backendDuration); n < 1 {
+				t.Errorf("no duration series")
+			}
+		})
+	}
+	var nilM *Metrics
+	if b := (stubBackend{}); nilM.Backend(b) != keys.Backend(b) {
+		t.Error("a nil *Metrics wraps the backend")
 	}
 }
