@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -19,6 +20,7 @@ import (
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/signer"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -143,6 +145,14 @@ func Run(ctx context.Context, o RunOptions) error {
 		return fmt.Errorf("refusing to serve: cannot write the audit log: %w", err)
 	}
 
+	signersCtx, stopSigners := context.WithCancel(context.WithoutCancel(ctx))
+	signersDone, err := serveSigners(signersCtx, cfg, svc, ak, log)
+	if err != nil {
+		stopSigners()
+		ln.Close()
+		return err
+	}
+
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	auditDone := make(chan struct{})
 	go func() { alog.Run(auditCtx); close(auditDone) }()
@@ -183,6 +193,8 @@ func Run(ctx context.Context, o RunOptions) error {
 		hs.Close()
 	}
 	cancel()
+	stopSigners()
+	signersDone.Wait()
 	if err := refusals.flush(context.Background(), alog); err != nil {
 		log.Error("audit of refused peers failed", "error", err)
 	}
@@ -246,4 +258,32 @@ func notify(log *slog.Logger, state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		log.Error("sd_notify failed", "state", state, "error", err)
 	}
+}
+
+// serveSigners opens the socket of every [[signer]] endpoint and serves it
+// until ctx ends; the WaitGroup is done once all have drained.
+func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, log *slog.Logger) (*sync.WaitGroup, error) {
+	wg := &sync.WaitGroup{}
+	for _, sc := range cfg.Signers {
+		rpcURL, _ := cfg.RPCURL(sc.CAIP2)
+		ep, err := signer.New(signer.Options{Config: sc, PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
+			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, RPCURL: rpcURL, Logger: log})
+		if err != nil {
+			return wg, fmt.Errorf("refusing to serve: %w", err)
+		}
+		ln, cleanup, err := listenOwn(config.Server{Socket: sc.Socket, SocketMode: sc.Mode(), SocketGroup: sc.SocketGroup})
+		if err != nil {
+			return wg, fmt.Errorf("refusing to serve: signer %s: %w", sc.Name, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cleanup()
+			if err := ep.Serve(ctx, ln); err != nil {
+				log.Error("signer endpoint stopped", "signer", sc.Name, "error", err)
+			}
+		}()
+		log.Info("serving signer endpoint", "signer", sc.Name, "socket", sc.Socket, "app", sc.App, "wallets", len(sc.Wallets))
+	}
+	return wg, nil
 }
