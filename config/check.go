@@ -330,10 +330,10 @@ func (c *Config) checkSigners(apps, chains map[string]int) []Problem {
 
 var (
 	walletIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-	appIDRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	caip2RE   = regexp.MustCompile(`^eip155:[1-9][0-9]{0,18}$`)
-	envNameRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
-	groupRE   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`)
+	appIDRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	caip2RE    = regexp.MustCompile(`^eip155:[1-9][0-9]{0,18}$`)
+	envNameRE  = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	groupRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`)
 )
 
 func validGroup(g string) bool {

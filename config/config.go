@@ -262,7 +262,7 @@ func Default() Config {
 		AuthKeys: AuthKeys{RatePerSecond: 100, Burst: 200},
 		Embedded: Embedded{RecoverLimitPerUser: 10, RecoverLimitPerWallet: 5, AuthShareLimitPerWallet: 120,
 			RateWindow: Duration{time.Hour}, ChallengeLifetime: Duration{5 * time.Minute}},
-		Apps:   []App{},
+		Apps:    []App{},
 		Chains:  []Chain{},
 		Signers: []Signer{},
 	}
