@@ -7,8 +7,13 @@ BACKEND ?= pkcs11
 DIR     ?= .cachet/dev-$(BACKEND)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The .deb (make deb): nfpm, pinned, from the Go module proxy.
+NFPM        = github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+DEB_VERSION ?= 0.0.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || go env GOARCH)
+DEB_OUT     ?= dist/cachet_$(DEB_VERSION)_$(DEB_ARCH).deb
 
-.PHONY: run build test lint bench load fuzz deps clean
+.PHONY: run build test lint bench load fuzz faults deps clean deb
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -29,15 +34,27 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./hsm/ ./tpm/
 	$(GO) test -run '^$$' -bench BenchmarkAppend -benchtime 3000x -count 3 ./audit/
 
-# End-to-end eth_signTransaction over the socket at 1, 8 and 64 clients,
-# against a throwaway dev appliance (BACKEND=pkcs11 or tpm). Not part of
-# `make test`.
+# End-to-end scenarios over the socket (plain, quorum, policy, userkey,
+# create) at 1, 8 and 64 clients, each beside its crypto bound measured in
+# the same run, against a throwaway dev appliance (BACKEND=pkcs11 or tpm).
+# SCENARIOS picks some; LOADJSON names a JSON copy of the results; LOADFLAGS
+# passes more (--requests, --seed, --concurrency). Not part of `make test`.
+SCENARIOS ?= plain,quorum,policy,userkey,create
+LOADJSON  ?= load.json
 load: deps build
 	@dir=$$(mktemp -d /tmp/cachet-load.XXXXXX); \
 	./bin/cachet dev --dir $$dir/dev --backend $(BACKEND) > $$dir/dev.log 2>&1 & pid=$$!; \
 	for i in $$(seq 1 150); do [ -S $$dir/dev/cachet.sock ] && break; sleep 0.2; done; \
-	$(GO) run ./tools/load --app-file $$dir/dev/app.json $(LOADFLAGS); rc=$$?; \
+	./bin/cachet dev token --dir $$dir/dev --sub bench > $$dir/bench.jwt; \
+	$(GO) run ./tools/load --app-file $$dir/dev/app.json --scenarios $(SCENARIOS) --jwt-file $$dir/bench.jwt --json $(LOADJSON) $(LOADFLAGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; rm -rf $$dir; exit $$rc
+
+# The long fault runs (swtpm killed and restarted 5 times under load; WAL,
+# database and shm unlinked and the daemon crashed, 3 rounds each), on top
+# of the short fault tests that `make test` runs once. Needs root (tmpfs).
+# Not part of `make test`.
+faults: deps
+	$(GO) test -race -count=1 -tags faults -run 'TestFault' -v ./cmd/cachet/
 
 # Coverage-guided fuzzing of the policy parser and evaluator (seed corpora in
 # policy/testdata/fuzz). FUZZTIME per target; not part of `make test`, whose
@@ -49,8 +66,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCalldata$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./quorum/
 
+# The Debian package: dist/cachet_<version>_<arch>.deb (packaging/nfpm.yaml).
+# Its install/purge test is packaging's TestDebInstallPurge, in `make test`.
+deb:
+	@mkdir -p dist $(dir $(DEB_OUT))
+	CGO_ENABLED=1 $(GO) build -buildmode=pie -ldflags "-s -w -X main.version=$(DEB_VERSION) -extldflags=-Wl,-z,relro,-z,now" -o dist/cachet ./cmd/cachet
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e "s/@DATE@/$$(git log -1 --format=%aD 2>/dev/null || date -R)/" packaging/changelog | gzip -9n > dist/changelog.gz
+	gzip -9n < packaging/cachet.1 > dist/cachet.1.gz
+	VERSION=$(DEB_VERSION) ARCH=$(DEB_ARCH) $(GO) run $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DEB_OUT)
+
 deps:
 	@./scripts/install-deps
 
 clean:
-	rm -rf bin .cachet
+	rm -rf bin .cachet dist

@@ -54,7 +54,10 @@ type Options struct {
 	// CheckpointInterval is the longest time a record waits for a
 	// checkpoint (default 5m).
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger
+	// Anchor, when set, is advanced to every checkpoint once it is
+	// durable (see anchor.go); a failure to anchor fails the checkpoint.
+	Anchor keys.Anchor
+	Logger *slog.Logger
 }
 
 // Log appends records and checkpoints to a store.
@@ -63,9 +66,10 @@ type Log struct {
 	signer Signer
 	opts   Options
 
-	mu      sync.Mutex
-	lastErr error     // the last checkpoint failure, cleared by a success
-	lastAt  time.Time // when the last checkpoint was attempted
+	mu       sync.Mutex
+	lastErr  error     // the last checkpoint failure, cleared by a success
+	lastAt   time.Time // when the last checkpoint was attempted
+	anchored uint64    // the sequence number last written to the anchor
 }
 
 // New returns a Log over st whose checkpoints are signed by signer's audit key.
@@ -110,6 +114,7 @@ func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
 		return 0, l.noteErr(err)
 	}
 	var seq uint64
+	var head keys.AnchorState // the last checkpoint, new or not
 	err = l.st.Write(ctx, func(tx *store.Tx) error {
 		var headSeq uint64
 		var headHash []byte
@@ -122,6 +127,7 @@ func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
 			return fmt.Errorf("read head: %w", err)
 		}
 		if action == ActionCheckpoint {
+			head = keys.AnchorState{Seq: headSeq, Hash: headHash}
 			return nil
 		}
 		// Signing inside the write keeps the covered head exact; it holds
@@ -140,13 +146,40 @@ func (l *Log) Checkpoint(ctx context.Context) (uint64, error) {
 			RequestDigest: checkpointDigest(headSeq, headHash), ResultDigest: Digest(sig), Detail: string(d),
 		})
 		seq = r.Seq
+		head = keys.AnchorState{Seq: r.Seq, Hash: r.Hash}
 		return err
 	})
 	if err != nil {
 		return 0, l.noteErr(fmt.Errorf("audit checkpoint: %w", err))
 	}
+	// The anchor follows the durable checkpoint, never precedes it: a
+	// crash in between leaves the database ahead of the anchor, which is
+	// not a rollback.
+	if err := l.anchor(ctx, head); err != nil {
+		return seq, l.noteErr(fmt.Errorf("audit checkpoint %d: %w", head.Seq, err))
+	}
 	l.noteErr(nil)
 	return seq, nil
+}
+
+// anchor advances the hardware's anchor to head when it is behind.
+func (l *Log) anchor(ctx context.Context, head keys.AnchorState) error {
+	if l.opts.Anchor == nil || head.Seq == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	done := l.anchored >= head.Seq
+	l.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := l.opts.Anchor.AdvanceAnchor(ctx, head); err != nil {
+		return fmt.Errorf("anchor the record's head in the hardware: %w", err)
+	}
+	l.mu.Lock()
+	l.anchored = max(l.anchored, head.Seq)
+	l.mu.Unlock()
+	return nil
 }
 
 func (l *Log) noteErr(err error) error {

@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/hashicorp/vault/shamir"
+	"github.com/cachet-custody/cachet/internal/shamir"
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/keys"
@@ -346,10 +346,14 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 		return res, fmt.Errorf("restore: the hardware reports root %s after provisioning root %s", after.RootFingerprint, fp)
 	}
 	ident, _ := json.Marshal(after.Identity)
+	anchored, err := reanchor(ctx, b, st)
+	if err != nil {
+		return res, fmt.Errorf("restore: the hardware was provisioned, but anchoring the record's head in it failed: %w", err)
+	}
 	detail, _ := json.Marshal(map[string]any{
 		"root_fingerprint": fp, "generation": ref.Generation, "shares_used": res.SharesUsed,
 		"threshold": ref.Threshold, "shares": ref.Count, "replace": opts.Replace,
-		"backend": after.Kind, "backend_identity": after.Identity,
+		"backend": after.Kind, "backend_identity": after.Identity, "anchored_checkpoint": anchored,
 	})
 	err = st.Write(ctx, func(tx *store.Tx) error {
 		set := map[string]string{
@@ -375,6 +379,25 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 	}
 	res.Fingerprint, res.Generation = fp, ref.Generation
 	return res, nil
+}
+
+// reanchor sets the hardware's anchor of the audit record to the store's
+// last checkpoint, deliberately: after a restore the hardware vouches for
+// this database, whatever it anchored before. It returns the anchored
+// sequence number (0: no checkpoint yet, so the anchor is cleared).
+func reanchor(ctx context.Context, b keys.Backend, st *store.Store) (uint64, error) {
+	a, ok := b.(keys.Anchor)
+	if !ok {
+		return 0, nil
+	}
+	head, err := audit.HeadCheckpoint(ctx, st.DB())
+	if err != nil {
+		return 0, err
+	}
+	if head.Seq == 0 {
+		head.Hash = make([]byte, 32)
+	}
+	return head.Seq, a.Reanchor(ctx, head)
 }
 
 // ShareNames lists share names for messages.

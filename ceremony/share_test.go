@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"filippo.io/age"
-	"github.com/hashicorp/vault/shamir"
+	"github.com/cachet-custody/cachet/internal/shamir"
 
 	"github.com/cachet-custody/cachet/keys"
 )

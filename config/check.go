@@ -45,6 +45,21 @@ func (c *Config) Check() []Problem {
 	if s.SocketGroup != "" && !validGroup(s.SocketGroup) {
 		add("server.socket_group", "%q is not a group name or numeric gid", s.SocketGroup)
 	}
+	if ms := c.Metrics; ms.Socket != "" {
+		if len(ms.Socket) > 107 {
+			add("metrics.socket", "path is %d bytes; a Unix socket path must be at most 107", len(ms.Socket))
+		} else if ms.Socket == s.Socket {
+			add("metrics.socket", "is the API socket; metrics need a socket of their own")
+		}
+		if m, err := strconv.ParseUint(ms.SocketMode, 8, 32); err != nil || m > 0o777 {
+			add("metrics.socket_mode", "%q is not an octal file mode like \"0660\"", ms.SocketMode)
+		} else if m&0o600 != 0o600 {
+			add("metrics.socket_mode", "%q denies the daemon's own user; the owner needs read and write (0600)", ms.SocketMode)
+		}
+		if ms.SocketGroup != "" && !validGroup(ms.SocketGroup) {
+			add("metrics.socket_group", "%q is not a group name or numeric gid", ms.SocketGroup)
+		}
+	}
 	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("server.public_url", "%q is not an absolute http(s) URL like \"http://localhost\"", s.PublicURL)
 	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {

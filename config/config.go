@@ -32,6 +32,7 @@ type Config struct {
 	DataDir  string        `toml:"data_dir"`
 	Server   Server        `toml:"server"`
 	Log      Log           `toml:"log"`
+	Metrics  Metrics       `toml:"metrics"`
 	Backend  Backend       `toml:"backend"`
 	Store    Store         `toml:"store"`
 	Audit    Audit         `toml:"audit"`
@@ -44,6 +45,16 @@ type Config struct {
 	path     string        // the file this was read from, for relative paths
 	undec    []toml.Key    // keys the schema does not know
 	meta     toml.MetaData // for "was this key set"
+}
+
+// Metrics configures the Prometheus metrics socket (package metrics). It is
+// a socket of its own so that a local Prometheus agent can scrape without
+// app credentials and without access to the API socket.
+type Metrics struct {
+	// Socket is the Unix socket serving GET /metrics; empty serves none.
+	Socket      string `toml:"socket"`
+	SocketMode  string `toml:"socket_mode"`
+	SocketGroup string `toml:"socket_group"`
 }
 
 // Server configures the HTTP API on the Unix socket.
@@ -240,7 +251,8 @@ func Default() Config {
 			DrainTimeout:      Duration{30 * time.Second},
 			MaxBodyBytes:      1 << 20,
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Log:     Log{Level: "info", Format: "json"},
+		Metrics: Metrics{SocketMode: "0660"},
 		Backend: Backend{
 			Kind: KindPKCS11,
 			PKCS11: PKCS11{
@@ -384,6 +396,7 @@ func (c *Config) resolvePaths() {
 	c.Store.Path = abs(c.Store.Path)
 	c.Backend.TPM.StateFile = abs(c.Backend.TPM.StateFile)
 	c.Server.Socket = abs(c.Server.Socket)
+	c.Metrics.Socket = abs(c.Metrics.Socket)
 	for i := range c.Signers {
 		c.Signers[i].Socket = abs(c.Signers[i].Socket)
 	}
@@ -395,6 +408,12 @@ func (c *Config) resolvePaths() {
 			a.JWT.PublicKeyFile = abs(a.JWT.PublicKeyFile)
 		}
 	}
+}
+
+// SocketFileMode is Metrics.SocketMode as a file mode. Check has validated it.
+func (m Metrics) SocketFileMode() os.FileMode {
+	v, _ := strconv.ParseUint(m.SocketMode, 8, 32)
+	return os.FileMode(v)
 }
 
 // SocketFileMode is Server.SocketMode as a file mode. Check has validated it.

@@ -128,6 +128,9 @@ type Options struct {
 	// Embedded configures embedded wallets.
 	Embedded EmbeddedOptions
 	Logger   *slog.Logger
+	// Observer is told of released signatures and policy decisions (for
+	// metrics); nil tells nobody.
+	Observer Observer
 }
 
 // Service is the wallet API's domain logic.
@@ -142,6 +145,8 @@ type Service struct {
 	imports oneTime[pendingImport]
 	// challenges are the open challenges of embedded wallets.
 	challenges oneTime[pendingChallenge]
+	// members caches quorum members by quorum version.
+	members memberCache
 	// afterAuthorize, when set (tests only), runs right after a release's
 	// signatures were checked: it stands for a change that commits between
 	// the check and the release.
@@ -304,7 +309,11 @@ func (s *Service) idempotent(tx *store.Tx, c Call) (json.RawMessage, error) {
 	var created int64
 	err := tx.QueryRow(`SELECT request_hash, response, created_at FROM idempotency_keys WHERE app_id = ? AND key = ?`,
 		c.App, c.IdempotencyKey).Scan(&hash, &resp, &created)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds()) {
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err == nil && s.nowMS()-created > s.opts.IdempotencyTTL.Milliseconds() {
+		// Expired, not yet purged: the key is free again.
 		_, derr := tx.Exec(`DELETE FROM idempotency_keys WHERE app_id = ? AND key = ?`, c.App, c.IdempotencyKey)
 		return nil, derr
 	}

@@ -103,6 +103,7 @@ func (s *Service) Export(ctx context.Context, c Call, id string, body []byte) (j
 	if err != nil {
 		return nil, g.refusal(ctx, err)
 	}
+	s.observer().PolicyDecision(true)
 	return out, nil
 }
 

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -73,6 +75,48 @@ func (t txq) QueryContext(_ context.Context, q string, args ...any) (*sql.Rows, 
 	return t.tx.Query(q, args...)
 }
 
+// members are a quorum version's members, as the member cache keeps them;
+// readers get copies.
+type members struct {
+	keys     []AuthorizationKey
+	users    []string
+	children []string
+}
+
+// memberCache keeps the members of recently read quorum versions, so that a
+// signing request reads a quorum's row (with its version) and not its
+// members: with 50 keys and 5 nested quorums, 6 rows instead of 306.
+type memberCache struct {
+	mu sync.Mutex
+	m  map[string]cachedMembers
+}
+
+type cachedMembers struct {
+	version int64
+	members
+}
+
+// maxCachedQuorums bounds the cache; when full it is emptied.
+const maxCachedQuorums = 100_000
+
+func (c *memberCache) get(id string, version int64) (members, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.m[id]
+	return m.members, ok && m.version == version
+}
+
+func (c *memberCache) put(id string, version int64, m members) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedQuorums {
+		c.m = map[string]cachedMembers{}
+	}
+	if cur, ok := c.m[id]; !ok || cur.version <= version {
+		c.m[id] = cachedMembers{version: version, members: m}
+	}
+}
+
 // storedQuorum is a quorum as stored, with its view.
 type storedQuorum struct {
 	view     KeyQuorum
@@ -83,7 +127,7 @@ type storedQuorum struct {
 }
 
 // loadQuorum reads one quorum of app; a deleted or foreign one is not found.
-func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, error) {
+func (s *Service) loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, error) {
 	var sq storedQuorum
 	var name sql.NullString
 	var implicit int
@@ -99,16 +143,37 @@ func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, 
 	if name.Valid {
 		sq.view.DisplayName = &name.String
 	}
+	// The members of a version never change (every change of them bumps
+	// the version), so they are read once per version.
+	if m, ok := s.members.get(id, sq.version); ok {
+		// Copies: callers may append to what they get.
+		sq.view.AuthorizationKeys, sq.view.UserIDs, sq.view.KeyQuorumIDs = slices.Clone(m.keys), slices.Clone(m.users), slices.Clone(m.children)
+		return &sq, nil
+	}
+	if err := readMembers(ctx, q, &sq); err != nil {
+		return nil, err
+	}
+	// Filled only from committed reads: a write transaction's view may
+	// still roll back.
+	if _, inWriter := q.(txq); !inWriter {
+		s.members.put(id, sq.version, members{keys: sq.view.AuthorizationKeys, users: sq.view.UserIDs, children: sq.view.KeyQuorumIDs})
+	}
+	return &sq, nil
+}
+
+// readMembers reads a quorum's members into sq.
+func readMembers(ctx context.Context, q querier, sq *storedQuorum) error {
+	id := sq.view.ID
 	rows, err := q.QueryContext(ctx, `SELECT public_key, key_name, user_id, child_id FROM key_quorum_members WHERE quorum_id = ? ORDER BY position`, id)
 	if err != nil {
-		return nil, fmt.Errorf("read key quorum %s members: %w", id, err)
+		return fmt.Errorf("read key quorum %s members: %w", id, err)
 	}
 	defer rows.Close()
 	sq.view.AuthorizationKeys, sq.view.UserIDs, sq.view.KeyQuorumIDs = []AuthorizationKey{}, []string{}, []string{}
 	for rows.Next() {
 		var pk, kn, uid, child sql.NullString
 		if err := rows.Scan(&pk, &kn, &uid, &child); err != nil {
-			return nil, err
+			return err
 		}
 		switch {
 		case pk.Valid:
@@ -123,13 +188,13 @@ func loadQuorum(ctx context.Context, q querier, app, id string) (*storedQuorum, 
 			sq.view.KeyQuorumIDs = append(sq.view.KeyQuorumIDs, child.String)
 		}
 	}
-	return &sq, rows.Err()
+	return rows.Err()
 }
 
 // verifier loads q with its children as the verifier needs it. When
 // versions is not nil, it records the version of each quorum it read (sq
 // and its children) as read.
-func verifier(ctx context.Context, q querier, app string, sq *storedQuorum, versions ...map[string]int64) (quorum.Quorum, error) {
+func (s *Service) verifier(ctx context.Context, q querier, app string, sq *storedQuorum, versions ...map[string]int64) (quorum.Quorum, error) {
 	for _, v := range versions {
 		v[sq.view.ID] = sq.version
 	}
@@ -138,11 +203,11 @@ func verifier(ctx context.Context, q querier, app string, sq *storedQuorum, vers
 		out.Keys = append(out.Keys, k.PublicKey)
 	}
 	for _, cid := range sq.view.KeyQuorumIDs {
-		child, err := loadQuorum(ctx, q, app, cid)
+		child, err := s.loadQuorum(ctx, q, app, cid)
 		if err != nil {
 			return quorum.Quorum{}, fmt.Errorf("child quorum of %s: %w", sq.view.ID, err)
 		}
-		cq, err := verifier(ctx, q, app, child, versions...)
+		cq, err := s.verifier(ctx, q, app, child, versions...)
 		if err != nil {
 			return quorum.Quorum{}, err
 		}
@@ -279,12 +344,12 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 		}
 		return s.userKeysLive(tx.tx, a.userKeys)
 	}
-	owner, err := loadQuorum(ctx, q, app, ownerID)
+	owner, err := s.loadQuorum(ctx, q, app, ownerID)
 	if err != nil {
 		return fmt.Errorf("owner of %s: %w", what, err)
 	}
 	versions := map[string]int64{}
-	vq, err := verifier(ctx, q, app, owner, versions)
+	vq, err := s.verifier(ctx, q, app, owner, versions)
 	if err != nil {
 		return err
 	}
@@ -411,7 +476,7 @@ func (s *Service) validateQuorum(ctx context.Context, q querier, app, selfID str
 				return spec, errorf(Invalid, "key_quorum_ids[%d]: %q is listed twice.", i, cid)
 			}
 			seen[cid] = true
-			child, err := loadQuorum(ctx, q, app, cid)
+			child, err := s.loadQuorum(ctx, q, app, cid)
 			if err != nil {
 				return spec, errorf(Invalid, "key_quorum_ids[%d]: %s", i, err.Error())
 			}
@@ -509,7 +574,7 @@ func (s *Service) CreateQuorum(ctx context.Context, c Call, in QuorumInput) ([]b
 			if err := writeQuorum(tx, c.App, id, spec, false, s.nowMS()); err != nil {
 				return nil, err
 			}
-			sq, err := loadQuorum(ctx, txq{tx}, c.App, id)
+			sq, err := s.loadQuorum(ctx, txq{tx}, c.App, id)
 			if err != nil {
 				return nil, err
 			}
@@ -520,7 +585,7 @@ func (s *Service) CreateQuorum(ctx context.Context, c Call, in QuorumInput) ([]b
 
 // GetQuorum is GET /v1/key_quorums/{id}.
 func (s *Service) GetQuorum(ctx context.Context, app, id string) (KeyQuorum, error) {
-	sq, err := loadQuorum(ctx, s.st, app, id)
+	sq, err := s.loadQuorum(ctx, s.st, app, id)
 	if err != nil {
 		return KeyQuorum{}, err
 	}
@@ -535,7 +600,7 @@ func (s *Service) UpdateQuorum(ctx context.Context, c Call, id string, in Quorum
 	return s.commit(ctx, action{
 		call: c, name: "key_quorum.update", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			cur, err := loadQuorum(ctx, txq{tx}, c.App, id)
+			cur, err := s.loadQuorum(ctx, txq{tx}, c.App, id)
 			if err != nil {
 				return nil, err
 			}
@@ -555,7 +620,7 @@ func (s *Service) UpdateQuorum(ctx context.Context, c Call, id string, in Quorum
 			if err := writeMembers(tx, id, spec); err != nil {
 				return nil, err
 			}
-			sq, err := loadQuorum(ctx, txq{tx}, c.App, id)
+			sq, err := s.loadQuorum(ctx, txq{tx}, c.App, id)
 			if err != nil {
 				return nil, err
 			}
@@ -573,7 +638,7 @@ func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, 
 	return s.commit(ctx, action{
 		call: c, name: "key_quorum.delete", target: id, replay: true,
 		response: func(tx *store.Tx) (any, error) {
-			if _, err := loadQuorum(ctx, txq{tx}, c.App, id); err != nil {
+			if _, err := s.loadQuorum(ctx, txq{tx}, c.App, id); err != nil {
 				return nil, err
 			}
 			if err := s.authorizeOwner(ctx, txq{tx}, c.App, id, c.Signed, "key quorum "+id); err != nil {

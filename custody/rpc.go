@@ -84,12 +84,12 @@ func (s *Service) signingPrincipal(ctx context.Context, q querier, app string, w
 	var versions map[string]int64
 	var userKeys []string
 	try := func(id string) (bool, error) {
-		sq, err := loadQuorum(ctx, q, app, id)
+		sq, err := s.loadQuorum(ctx, q, app, id)
 		if err != nil {
 			return false, err
 		}
 		versions = map[string]int64{}
-		vq, err := verifier(ctx, q, app, sq, versions)
+		vq, err := s.verifier(ctx, q, app, sq, versions)
 		if err != nil {
 			return false, err
 		}
@@ -250,6 +250,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		if err != nil {
 			return nil, denied(err)
 		}
+		s.released(req.Method)
 		return out, nil
 	}
 	// eth_sendTransaction: record the signature and mark the idempotency
@@ -260,6 +261,7 @@ func (s *Service) RPC(ctx context.Context, c Call, id string, body []byte, raw b
 		idempotency: idemPending, response: release}); err != nil {
 		return nil, denied(err)
 	}
+	s.released(req.Method)
 	// What the node may have received is recorded even if the caller has
 	// gone: a retry under the same idempotency key must get the stored
 	// response, not sign and send a second transaction.
@@ -336,6 +338,7 @@ func (s *Service) policyDenied(ctx context.Context, c Call, actionName, walletID
 	if err != nil {
 		return fmt.Errorf("audit of a policy denial on wallet %s: %w", walletID, err)
 	}
+	s.observer().PolicyDecision(false)
 	msg := "Request denied by policy: " + d.Reason
 	return &Error{Kind: PolicyViolation, Message: msg, RuleID: d.RuleID, RuleName: d.RuleName, Audited: true}
 }

@@ -203,7 +203,7 @@ func (s *Service) resolveOwner(ctx context.Context, tx *store.Tx, app string, ow
 		spec := quorumSpec{keys: []string{quorum.CanonicalPublicKey(pub)}, keyNames: []*string{nil}, threshold: 1}
 		return id, writeQuorum(tx, app, id, spec, true, s.nowMS())
 	case ownerID != nil:
-		if _, err := loadQuorum(ctx, txq{tx}, app, *ownerID); err != nil {
+		if _, err := s.loadQuorum(ctx, txq{tx}, app, *ownerID); err != nil {
 			return "", errorf(Invalid, "owner_id: %s", err.Error())
 		}
 		return *ownerID, nil
@@ -220,7 +220,7 @@ func (s *Service) checkRefs(ctx context.Context, tx *store.Tx, app string, in Wa
 	}
 	if in.AdditionalSigners != nil {
 		for i, sg := range *in.AdditionalSigners {
-			if _, err := loadQuorum(ctx, txq{tx}, app, sg.SignerID); err != nil {
+			if _, err := s.loadQuorum(ctx, txq{tx}, app, sg.SignerID); err != nil {
 				return errorf(Invalid, "additional_signers[%d].signer_id: %s", i, err.Error())
 			}
 			if err := s.policy.Exist(ctx, app, sg.OverridePolicyIDs); err != nil {

@@ -286,7 +286,10 @@ func (s *Server) updateQuorum(r *http.Request, c custody.Call, body []byte) ([]b
 	return s.deps.Custody.UpdateQuorum(r.Context(), c, r.PathValue("id"), in)
 }
 
-func (s *Server) deleteQuorum(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deleteQuorum(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeleteQuorum(r.Context(), c, r.PathValue("id"))
 }
 
@@ -306,7 +309,10 @@ func (s *Server) updateWallet(r *http.Request, c custody.Call, body []byte) ([]b
 	return s.deps.Custody.UpdateWallet(r.Context(), c, r.PathValue("id"), in)
 }
 
-func (s *Server) archiveWallet(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) archiveWallet(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.ArchiveWallet(r.Context(), c, r.PathValue("id"))
 }
 
@@ -338,7 +344,10 @@ func (s *Server) createUser(r *http.Request, c custody.Call, body []byte) ([]byt
 	return s.deps.Custody.CreateUser(r.Context(), c, body)
 }
 
-func (s *Server) deleteUser(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deleteUser(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeleteUser(r.Context(), c, r.PathValue("id"))
 }
 
@@ -407,6 +416,21 @@ func (s *Server) listWallets(w http.ResponseWriter, r *http.Request) error {
 		return apiError(err)
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// noMembers refuses a body on a request that takes none (DELETE, archive):
+// empty or {} only. A member would be signed by the approvers and ignored by
+// Cachet, which is what no route may do.
+func noMembers(body []byte) error {
+	t := bytes.TrimSpace(body)
+	if len(t) == 0 {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(t, &m); err != nil || m == nil || len(m) > 0 {
+		return badRequest("This request takes no body: send none, or {}.")
+	}
 	return nil
 }
 

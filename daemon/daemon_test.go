@@ -150,7 +150,7 @@ func TestHealthReportsFailingBackend(t *testing.T) {
 	s, mb := newTestServer(t)
 	mb.down = keys.ErrUnavailable
 	code, body := do(t, s, "GET", "/healthz", nil)
-	var h health
+	var h healthReport
 	if err := json.Unmarshal(body, &h); err != nil {
 		t.Fatal(err)
 	}

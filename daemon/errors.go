@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/cachet-custody/cachet/audit"
+	"github.com/cachet-custody/cachet/health"
 )
 
 // Error codes of the API, in Privy's {"error": ..., "code": ...} shape.
@@ -57,11 +59,28 @@ type errorBody struct {
 // else changed, since a refused request commits nothing.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *APIError
+	var ue *health.UnavailableError
 	if !errors.As(err, &ae) {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		ae = &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal error; the daemon's log has the details."}
+		// A failure while a part is failing is that part's failure: a
+		// vanished TPM is reported as such, not as a blob that does not
+		// open or an internal error.
+		if !errors.As(err, &ue) {
+			if herr := s.healthErr(); herr != nil {
+				s.log.Error("request failed while a part is failing", "method", r.Method, "path", r.URL.Path, "error", err)
+				errors.As(herr, &ue)
+			}
+		}
+		if ue != nil {
+			ae = unavailable(ue)
+		} else {
+			s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+			ae = &APIError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal error; the daemon's log has the details."}
+		}
 	}
-	if strings.HasPrefix(r.URL.Path, "/v1/") && ae.Status < 500 && !ae.Audited && s.deps.Audit != nil {
+	if ae.Status != http.StatusInternalServerError {
+		s.deps.Metrics.Refusal(ae.Code)
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/") && (ae.Status < 500 || ae.Code == CodeUnavailable) && !ae.Audited && s.deps.Audit != nil {
 		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message})
 		// Detached from the request: a client that closes its socket does
 		// not cancel the record of its refusal.
@@ -72,6 +91,32 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			s.log.Error("audit of a refused request failed", "method", r.Method, "path", r.URL.Path, "error", aerr)
 		}
 	}
+	writeJSON(w, ae.Status, errorBody{Error: ae.Message, Code: ae.Code})
+}
+
+// unavailable is the 503 of a release refused because a part is failing.
+func unavailable(ue *health.UnavailableError) *APIError {
+	return &APIError{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+		Message: fmt.Sprintf("The appliance's %s is unavailable, so nothing was released: %v", ue.Part, ue.Cause)}
+}
+
+// withhold answers 503 for a request whose result was ready when a part
+// failed, and records that the result was withheld (where the record still
+// works: the store may be the part that failed).
+func (s *Server) withhold(w http.ResponseWriter, r *http.Request, err error) {
+	var ue *health.UnavailableError
+	errors.As(err, &ue)
+	ae := unavailable(ue)
+	if s.deps.Audit != nil {
+		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message, "part": ue.Part})
+		if _, aerr := s.deps.Audit.Record(r.Context(), audit.Entry{
+			Actor: actor(r.Context()), Action: "api.withheld", Target: r.Method + " " + r.URL.Path,
+			Decision: audit.DecisionDeny, Detail: string(detail),
+		}); aerr != nil {
+			s.log.Error("audit of a withheld result failed", "method", r.Method, "path", r.URL.Path, "error", aerr)
+		}
+	}
+	s.log.Error("result withheld: a part failed while the request ran", "method", r.Method, "path", r.URL.Path, "part", ue.Part, "error", ue.Cause)
 	writeJSON(w, ae.Status, errorBody{Error: ae.Message, Code: ae.Code})
 }
 

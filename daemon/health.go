@@ -7,6 +7,7 @@ import (
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/ceremony"
+	"github.com/cachet-custody/cachet/health"
 )
 
 // Component health as /healthz reports it.
@@ -20,7 +21,7 @@ type componentHealth struct {
 	SinceCheckpint uint64 `json:"records_since_checkpoint,omitempty"`
 }
 
-type health struct {
+type healthReport struct {
 	Status  string          `json:"status"` // "ok" or "failing"
 	Backend componentHealth `json:"backend"`
 	Store   componentHealth `json:"store"`
@@ -29,18 +30,46 @@ type health struct {
 
 const healthTimeout = 3 * time.Second
 
-// checkHealth asks each part to do real work: the backend answers a live
-// call, the store a read and a write transaction, the audit log its head and
-// whether the last checkpoint could be signed.
-func (s *Server) checkHealth(ctx context.Context) health {
+// healthErr is the release gate: nil while every part is healthy, else an
+// error wrapping *health.UnavailableError naming the first failing part.
+// Without a monitor (tests of the HTTP layer) nothing is gated.
+func (s *Server) healthErr() error {
+	if s.deps.Health == nil {
+		return nil
+	}
+	return s.deps.Health.Err()
+}
+
+// checkHealth reports each part. With a monitor the states are those its
+// probes proved last (the backend every 200 ms, the store by a durable
+// write every 250 ms), so /healthz costs no hardware call; without one, each
+// part is asked live.
+func (s *Server) checkHealth(ctx context.Context) healthReport {
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	h := health{Status: "ok"}
+	h := healthReport{Status: "ok"}
 	set := func(c *componentHealth, err error) {
 		c.Status = "ok"
 		if err != nil {
 			c.Status, c.Error, h.Status = "failing", err.Error(), "failing"
 		}
+	}
+	if m := s.deps.Health; m != nil {
+		st := m.States()
+		errOf := func(p health.Part) error {
+			if st[p].OK {
+				return nil
+			}
+			return healthError(st[p].Error)
+		}
+		h.Backend.Kind = s.kind
+		set(&h.Backend, errOf(health.Backend))
+		set(&h.Store, errOf(health.Store))
+		set(&h.Audit, errOf(health.Record))
+		if head, err := audit.ReadHead(ctx, s.deps.Store.DB()); err == nil {
+			h.Audit.HeadSeq, h.Audit.CheckpointSeq, h.Audit.SinceCheckpint = head.Seq, head.CheckpointSeq, head.UncheckpointedN
+		}
+		return h
 	}
 	info, err := s.deps.Backend.Info(ctx)
 	if err == nil && !info.Provisioned {

@@ -670,6 +670,24 @@ func TestEdgeRefusesAmbiguousRequests(t *testing.T) {
 			}
 		})
 	}
+	// A request that takes no body refuses one with members: the approvers
+	// would sign members Cachet ignores.
+	q := r.must("POST", "/v1/key_quorums", `{"public_keys":["`+r.pub+`"],"authorization_threshold":1}`)
+	for _, c := range []struct{ method, path string }{
+		{"POST", "/v1/wallets/" + w["id"].(string) + "/archive"},
+		{"DELETE", "/v1/key_quorums/" + q["id"].(string)},
+	} {
+		before := r.fingerprint()
+		if code, m := r.send(c.method, c.path, []byte(`{"force":true}`), r.owner); code != http.StatusBadRequest {
+			t.Fatalf("%s %s with a body: %d %v", c.method, c.path, code, m)
+		}
+		if r.fingerprint() != before {
+			t.Fatalf("%s %s with a body changed the store", c.method, c.path)
+		}
+	}
+	if code, m := r.send("DELETE", "/v1/key_quorums/"+q["id"].(string), []byte(`{}`), r.owner); code != http.StatusOK {
+		t.Fatalf("DELETE with {}: %d %v", code, m)
+	}
 	// One line with both signatures: the stranger's refuses it (401), as
 	// Privy does; the owner's alone signs.
 	if code, m := r.sendRaw("POST", rpc, body, http.Header{"Privy-Request-Expiry": {expiry}, "Privy-Authorization-Signature": {good + "," + bad}}); code != http.StatusUnauthorized {

@@ -107,6 +107,14 @@ func listenOwn(cfg config.Server) (net.Listener, func(), error) {
 	return ln, cleanup, nil
 }
 
+// ListenMetrics creates the metrics socket at cfg.Socket the way the API's
+// own socket is created (private directory, mode and group set before it
+// appears at its path). It is never socket-activated: the unit gives the
+// daemon a runtime directory of its own for it. cleanup removes it.
+func ListenMetrics(cfg config.Metrics) (net.Listener, func(), error) {
+	return listenOwn(config.Server{Socket: cfg.Socket, SocketMode: cfg.SocketMode, SocketGroup: cfg.SocketGroup})
+}
+
 // removeStale removes a socket file left by a daemon that is gone, and
 // refuses to start beside one that still answers.
 func removeStale(path string) error {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cachet-custody/cachet/internal/peercred"
+	"github.com/cachet-custody/cachet/metrics"
 )
 
 // Peer is the local process at the other end of a connection, as the kernel
@@ -64,6 +65,7 @@ type peerListener struct {
 	log    *slog.Logger
 	// refused, when set, counts refused peers for the audit log.
 	refused *peerRefusals
+	metrics *metrics.Metrics // counts refused peers; nil counts nothing
 }
 
 // peerConn carries the checked peer to http.Server.ConnContext.
@@ -94,6 +96,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		}
 		if !l.policy.Allows(p) {
 			l.log.Warn("refused connection from a local user the config does not allow", "uid", p.UID, "gid", p.GID, "pid", p.PID)
+			l.metrics.Refusal("peer_not_allowed")
 			if l.refused != nil {
 				l.refused.add(p)
 			}

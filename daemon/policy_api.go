@@ -54,7 +54,10 @@ func (s *Server) updateConditionSet(r *http.Request, c custody.Call, body []byte
 	return s.deps.Custody.UpdateConditionSet(r.Context(), c, r.PathValue("id"), in)
 }
 
-func (s *Server) deleteConditionSet(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deleteConditionSet(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeleteConditionSet(r.Context(), c, r.PathValue("id"))
 }
 
@@ -74,7 +77,10 @@ func (s *Server) replaceItems(r *http.Request, c custody.Call, body []byte) ([]b
 	return s.deps.Custody.AddItems(r.Context(), c, r.PathValue("id"), vals, true)
 }
 
-func (s *Server) deleteItem(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deleteItem(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeleteItem(r.Context(), c, r.PathValue("id"), r.PathValue("item"))
 }
 
@@ -113,7 +119,10 @@ func (s *Server) updatePolicy(r *http.Request, c custody.Call, body []byte) ([]b
 	return s.deps.Custody.UpdatePolicy(r.Context(), c, r.PathValue("id"), body)
 }
 
-func (s *Server) deletePolicy(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deletePolicy(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeletePolicy(r.Context(), c, r.PathValue("id"))
 }
 
@@ -125,7 +134,10 @@ func (s *Server) updateRule(r *http.Request, c custody.Call, body []byte) ([]byt
 	return s.deps.Custody.UpdateRule(r.Context(), c, r.PathValue("id"), r.PathValue("rule"), body)
 }
 
-func (s *Server) deleteRule(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deleteRule(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeleteRule(r.Context(), c, r.PathValue("id"), r.PathValue("rule"))
 }
 
@@ -133,7 +145,10 @@ func (s *Server) createAggregation(r *http.Request, c custody.Call, body []byte)
 	return s.deps.Custody.CreateAggregation(r.Context(), c, body)
 }
 
-func (s *Server) deleteAggregation(r *http.Request, c custody.Call, _ []byte) ([]byte, error) {
+func (s *Server) deleteAggregation(r *http.Request, c custody.Call, body []byte) ([]byte, error) {
+	if err := noMembers(body); err != nil {
+		return nil, err
+	}
 	return s.deps.Custody.DeleteAggregation(r.Context(), c, r.PathValue("id"))
 }
 

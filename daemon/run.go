@@ -18,8 +18,10 @@ import (
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/health"
 	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/metrics"
 	"github.com/cachet-custody/cachet/signer"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
@@ -47,12 +49,24 @@ func Run(ctx context.Context, o RunOptions) error {
 		log = slog.Default()
 	}
 	cfg := o.Config
+	mx := metrics.New() // metrics.go: families, wiring and the metrics socket
+	// The timed backend goes only to what uses keys (the audit log, the
+	// gate): the type assertions below (keys.Anchor, keys.Prober) need the
+	// raw backend, which the wrapper would hide.
+	timed := mx.Backend(o.Backend)
+	o.Store.ObserveCommits(mx.Commit)
+	defer o.Store.ObserveCommits(nil)
 	if err := ceremony.CheckReady(ctx, o.Backend, o.Store); err != nil {
 		return fmt.Errorf("refusing to serve: %w", err)
 	}
 	info, err := o.Backend.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("refusing to serve: key backend: %w", err)
+	}
+	// Every page is read once: a damaged page is refused here, not served
+	// as healthy.
+	if err := o.Store.QuickCheck(ctx); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
 	}
 	pub, err := o.Backend.AuthKey(ctx, keys.AuditKeyLabel)
 	if err != nil {
@@ -66,9 +80,29 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		return fmt.Errorf("refusing to serve: %w", err)
 	}
-	alog := audit.New(o.Store, o.Backend, audit.Options{
+	// The audit log signs its checkpoints with the raw backend: a failing
+	// record must be able to recover by checkpointing. Everything that
+	// releases something gets the gated backend.
+	// A database behind the hardware's anchor was rolled back: refuse.
+	anchor, _ := o.Backend.(keys.Anchor)
+	if anchor != nil {
+		if _, _, err := audit.CheckAnchor(ctx, o.Store.DB(), anchor); err != nil {
+			return fmt.Errorf("refusing to serve: %w", err)
+		}
+	}
+	alog := audit.New(o.Store, timed, audit.Options{
 		CheckpointEvery: cfg.Audit.CheckpointRecords, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration, Logger: log,
+		Anchor: anchor,
 	})
+	mon := health.New(log)
+	mon.Live(health.Store, o.Store.Health)
+	gated := health.Gate(timed, mon)
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	startWatch(watchCtx, mon, o.Backend, o.Store, alog)
+	if err := awaitHealthy(ctx, mon); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
 	nodes := map[string]wallet.Node{}
 	for _, ch := range cfg.Chains {
 		n, err := wallet.NewNode(ch.RPCURL, wallet.NodeOptions{})
@@ -88,7 +122,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		verifiers[a.ID] = v
 	}
-	svc := custody.New(o.Store, o.Backend, nil, custody.Options{
+	svc := custody.New(o.Store, gated, nil, custody.Options{
 		MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		IdempotencyTTL:   cfg.API.IdempotencyTTL.Duration,
 		Chains: func(caip2 string) (wallet.Node, bool) {
@@ -107,13 +141,19 @@ func Run(ctx context.Context, o RunOptions) error {
 			AuthSharePerWallet: cfg.Embedded.AuthShareLimitPerWallet, Window: cfg.Embedded.RateWindow.Duration,
 			ChallengeLifetime: cfg.Embedded.ChallengeLifetime.Duration,
 		},
-		Logger: log,
+		Logger:   log,
+		Observer: mx,
 	})
-	ak := authkeys.New(o.Store, o.Backend, authkeys.Options{
+	ak := authkeys.New(o.Store, gated, authkeys.Options{
 		PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 		RatePerSecond: cfg.AuthKeys.RatePerSecond, Burst: cfg.AuthKeys.Burst,
 	})
-	srv := New(Deps{Config: cfg, Backend: audit.Backend(o.Backend, alog), Store: o.Store, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version})
+	srv := New(Deps{Config: cfg, Backend: audit.Backend(gated, alog), Store: o.Store, Audit: alog, Health: mon, Custody: svc, AuthKeys: ak, Logger: log, Version: o.Version, Metrics: mx})
+	stopMetrics, err := serveMetrics(cfg.Metrics, mx, srv, log)
+	if err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
+	defer stopMetrics()
 
 	ln, activated, cleanup, err := Listen(cfg.Server)
 	if err != nil {
@@ -128,7 +168,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		policy.GIDs = append(policy.GIDs, uint32(g))
 	}
 	refusals := newPeerRefusals()
-	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals}
+	pl := &peerListener{Listener: ln, policy: policy, log: log, refused: refusals, metrics: mx}
 	// An own socket was bound in a private directory and renamed into place,
 	// so the listener's address is not the path clients use.
 	addr := cfg.Server.Socket
@@ -187,7 +227,12 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	notify(log, "STOPPING=1")
 	stopWatchdog()
-	dctx, cancel := context.WithTimeout(context.Background(), cfg.Server.DrainTimeout.Duration)
+	// The whole stop is bounded by the drain timeout: draining, then the
+	// stop record and the final checkpoint in what is left of it (the
+	// record leaves the checkpoint a second). A stop whose record or
+	// checkpoint failed returns an error: the process exits non-zero.
+	stopBy := time.Now().Add(cfg.Server.DrainTimeout.Duration)
+	dctx, cancel := context.WithDeadline(context.Background(), stopBy)
 	if err := hs.Shutdown(dctx); err != nil {
 		log.Error("drain incomplete; closing the remaining connections", "error", err)
 		hs.Close()
@@ -195,18 +240,81 @@ func Run(ctx context.Context, o RunOptions) error {
 	cancel()
 	stopSigners()
 	signersDone.Wait()
-	if err := refusals.flush(context.Background(), alog); err != nil {
+	var stopErrs []error
+	recordBy := stopBy.Add(-time.Second)
+	if time.Until(recordBy) < time.Second {
+		recordBy = time.Now().Add(time.Second)
+	}
+	rctx, cancel := context.WithDeadline(context.Background(), recordBy)
+	if err := refusals.flush(rctx, alog); err != nil {
 		log.Error("audit of refused peers failed", "error", err)
 	}
-	if _, err := alog.Record(context.Background(), audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
+	if _, err := alog.Record(rctx, audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
+		stopErrs = append(stopErrs, fmt.Errorf("audit record of the stop: %w", err))
 	}
+	cancel()
 	stopAudit() // appends a final checkpoint
-	<-auditDone
+	select {
+	case <-auditDone:
+		if err := alog.LastCheckpointError(); err != nil {
+			stopErrs = append(stopErrs, fmt.Errorf("final audit checkpoint: %w", err))
+		}
+	case <-time.After(max(time.Until(stopBy), 500*time.Millisecond)):
+		stopErrs = append(stopErrs, errors.New("final audit checkpoint did not finish within the drain timeout"))
+	}
+	stopWatch()
 	if errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}
-	return runErr
+	return errors.Join(append([]error{runErr}, stopErrs...)...)
+}
+
+// Health probe schedule. The backend is proved every 200 ms, so a lost TPM
+// or HSM stops releases well within a second (a dead swtpm refuses the
+// connection at once; a hung one fails the part after probeTimeout). The
+// store's probe is a durable write; the record's is a memory read.
+const (
+	backendProbeEvery = 200 * time.Millisecond
+	storeProbeEvery   = 250 * time.Millisecond
+	recordProbeEvery  = 250 * time.Millisecond
+	probeTimeout      = 500 * time.Millisecond
+	storeProbeTimeout = time.Second
+	startHealthWait   = 10 * time.Second
+)
+
+// startWatch starts the probes of the three parts.
+func startWatch(ctx context.Context, mon *health.Monitor, b keys.Backend, st *store.Store, alog *audit.Log) {
+	probe := func(ctx context.Context) error {
+		if p, ok := b.(keys.Prober); ok {
+			return p.Probe(ctx)
+		}
+		info, err := b.Info(ctx)
+		if err == nil && !info.Provisioned {
+			err = errNotProvisioned
+		}
+		return err
+	}
+	go mon.Watch(ctx, health.Backend, backendProbeEvery, probeTimeout, probe)
+	go mon.Watch(ctx, health.Store, storeProbeEvery, storeProbeTimeout, st.Probe)
+	go mon.Watch(ctx, health.Record, recordProbeEvery, probeTimeout, func(context.Context) error {
+		return alog.LastCheckpointError()
+	})
+}
+
+// awaitHealthy waits until every part was proved once.
+func awaitHealthy(ctx context.Context, mon *health.Monitor) error {
+	deadline := time.Now().Add(startHealthWait)
+	for {
+		err := mon.Err()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // watchdog pings systemd at half the WatchdogSec interval, but only while
@@ -222,8 +330,8 @@ func (s *Server) watchdog(ctx context.Context) {
 		return
 	}
 	every(ctx, interval/2, func() {
-		if h := s.checkHealth(ctx); h.Status != "ok" {
-			s.log.Error("health check failed; not pinging the watchdog", "backend", h.Backend.Error, "store", h.Store.Error, "audit", h.Audit.Error)
+		if err := s.healthErr(); err != nil {
+			s.log.Error("health check failed; not pinging the watchdog", "error", err)
 			return
 		}
 		notify(s.log, "WATCHDOG=1")

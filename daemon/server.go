@@ -24,7 +24,9 @@ import (
 	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
+	"github.com/cachet-custody/cachet/health"
 	"github.com/cachet-custody/cachet/keys"
+	"github.com/cachet-custody/cachet/metrics"
 	"github.com/cachet-custody/cachet/store"
 )
 
@@ -74,6 +76,9 @@ type Deps struct {
 	Backend keys.Backend // already wrapped by audit.Backend
 	Store   *store.Store
 	Audit   *audit.Log
+	// Health gates every release (see package health); nil gates nothing
+	// (tests of the HTTP layer alone).
+	Health *health.Monitor
 	// Custody serves the wallet API; nil serves only health and status.
 	Custody *custody.Service
 	// AuthKeys serves the appliance's authorization keys; nil leaves them
@@ -81,6 +86,9 @@ type Deps struct {
 	AuthKeys *authkeys.Service
 	Logger   *slog.Logger
 	Version  string
+	// Metrics counts requests by route and refusals by reason; nil counts
+	// nothing.
+	Metrics *metrics.Metrics
 }
 
 // Server is the API.
@@ -91,6 +99,7 @@ type Server struct {
 	apps   map[string]config.App
 	host   string
 	routes map[string]Access
+	kind   string // the backend kind, for /healthz
 }
 
 // New builds the API handler and its routes.
@@ -101,7 +110,7 @@ func New(d Deps) *Server {
 	s := &Server{
 		deps: d, log: d.Logger, mux: http.NewServeMux(),
 		apps: map[string]config.App{}, host: d.Config.Server.PublicHost(),
-		routes: map[string]Access{},
+		routes: map[string]Access{}, kind: d.Config.Backend.Kind,
 	}
 	for _, a := range d.Config.Apps {
 		s.apps[a.ID] = a
@@ -126,7 +135,7 @@ func (s *Server) Handle(pattern string, access Access, h HandlerFunc) {
 		panic("daemon: route registered twice: " + pattern)
 	}
 	s.routes[pattern] = access
-	s.mux.Handle(pattern, s.wrap(access, h))
+	s.mux.Handle(pattern, s.deps.Metrics.Route(pattern, s.wrap(access, h)))
 }
 
 func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
@@ -145,10 +154,57 @@ func (s *Server) wrap(access Access, h HandlerFunc) http.Handler {
 			w.Header().Set("privy-app-id", app.ID)
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.deps.Config.Server.MaxBodyBytes)
+		// The release gate: a request that may release something (every
+		// method but GET) is refused while a part is failing, and its
+		// success is withheld if a part failed while it ran.
+		if r.Method != http.MethodGet {
+			if err := s.healthErr(); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			w = &gatedWriter{ResponseWriter: w, s: s, r: r}
+		}
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// gatedWriter checks the release gate when a success is about to be
+// written: if a part failed since the request was admitted, the client gets
+// 503 naming the part instead, and the withholding is recorded. The
+// handler's body is then dropped.
+type gatedWriter struct {
+	http.ResponseWriter
+	s        *Server
+	r        *http.Request
+	decided  bool
+	withheld bool
+}
+
+func (g *gatedWriter) WriteHeader(code int) {
+	if g.decided {
+		return
+	}
+	g.decided = true
+	if code < 400 {
+		if err := g.s.healthErr(); err != nil {
+			g.withheld = true
+			g.s.withhold(g.ResponseWriter, g.r, err)
+			return
+		}
+	}
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *gatedWriter) Write(b []byte) (int, error) {
+	if !g.decided {
+		g.WriteHeader(http.StatusOK)
+	}
+	if g.withheld {
+		return len(b), nil
+	}
+	return g.ResponseWriter.Write(b)
 }
 
 // isAdmin reports whether the peer is the daemon's own uid or an

@@ -429,7 +429,7 @@ func (b *backend) Unseal(ctx context.Context, purpose keys.Purpose, sealed, aad 
 		}
 		out, err := c.Decrypt(s, env.Ciphertext)
 		if err != nil {
-			return mapErr(opDecrypt, err)
+			return b.decryptFailed(s, h, err)
 		}
 		pt = out
 		return nil

@@ -278,11 +278,21 @@ func (b *backend) lookup(ctx context.Context, k objKey) (pkcs11.ObjectHandle, bo
 			return err
 		}
 		relogged, err := b.p.login(s)
-		if err != nil || !relogged {
+		if err != nil {
 			return err
 		}
-		h, found, err = b.findOne(s, k)
-		return err
+		if relogged {
+			if h, found, err = b.findOne(s, k); err != nil || found {
+				return err
+			}
+		}
+		// A token that went away answers searches with nothing: before
+		// "absent" is concluded the token must answer (C_GetTokenInfo),
+		// so an unreachable token never reads as one without a root.
+		if _, err := b.p.mod.ctx.GetTokenInfo(b.p.currentSlot()); err != nil {
+			return mapErr("C_GetTokenInfo", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, false, err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -45,10 +46,11 @@ type pool struct {
 	slotMu sync.Mutex
 	slot   uint
 
-	epoch   atomic.Uint64
-	free    chan session
-	done    chan struct{} // closed by close
-	closing atomic.Bool
+	epoch      atomic.Uint64
+	lastReinit time.Time // guarded by reinitMu (probe.go)
+	free       chan session
+	done       chan struct{} // closed by close
+	closing    atomic.Bool
 }
 
 // session is a pooled session handle and the epoch in which it was last

@@ -25,7 +25,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/hashicorp/vault/shamir"
+	"github.com/cachet-custody/cachet/internal/shamir"
 )
 
 // EntropySize is the BIP-39 entropy size of a 12-word wallet, what embedded
@@ -66,8 +66,8 @@ func (s Share) Valid(secretLen int) error {
 }
 
 // Split splits entropy (16..32 bytes) 2-of-3 with
-// github.com/hashicorp/vault/shamir, the maintained library the repository
-// already uses for operator shares, and returns the three shares in the
+// HashiCorp Vault's shamir package (vendored in internal/shamir), which the
+// repository also uses for operator shares, and returns the three shares in the
 // roles device, auth and recovery. Any two of them give the entropy back
 // (Combine); one alone says nothing about it. The x coordinates are distinct
 // and non-zero but otherwise random, as vault picks them, so callers must
@@ -108,7 +108,7 @@ func Combine(a, b Share) ([]byte, error) {
 // ShareAt(a, b, a.Index()) returns a copy of a. x = 0 is refused because the
 // value there is the secret, which Combine is for.
 //
-// vault/shamir exposes only Split and Combine (interpolation at 0), so the
+// Vault's shamir exposes only Split and Combine (interpolation at 0), so the
 // Lagrange evaluation is written here, over the same field vault uses:
 // GF(2^8) modulo the AES polynomial x^8+x^4+x^3+x+1 (0x11b).
 func ShareAt(a, b Share, x byte) (Share, error) {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/vault/shamir"
+	"github.com/cachet-custody/cachet/internal/shamir"
 )
 
 func randomBytes(t testing.TB, n int) []byte {

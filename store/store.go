@@ -38,6 +38,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mattn/go-sqlite3"
 )
@@ -49,7 +50,23 @@ type Options struct {
 	MaxBatch int
 	// Readers is the number of read-only connections (default 4).
 	Readers int
-	Logger  *slog.Logger
+	// WriteTimeout bounds every Write that has no earlier deadline
+	// (default 5s): a store whose disk stopped answering fails the write,
+	// and the store's health, instead of hanging the request.
+	WriteTimeout time.Duration
+	// MinFreeBytes is the free space below which the store's health check
+	// fails (default 8 MiB), so that a filling disk stops releases before
+	// a commit fails half-way through a request.
+	MinFreeBytes uint64
+	// MustExist refuses to open a database file that does not exist
+	// instead of creating an empty one (`cachet audit verify`, `cachet
+	// status`).
+	MustExist bool
+	// BeforeCommit, when set, runs on the writer goroutine before each
+	// batch is committed. It is a test hook: a hook that blocks stands for
+	// a frozen disk.
+	BeforeCommit func()
+	Logger       *slog.Logger
 }
 
 // Store is an open database.
@@ -60,6 +77,7 @@ type Store struct {
 	reqs     chan *request
 	maxBatch int
 	log      *slog.Logger
+	obs      commitObserver // observe.go; used by the writer goroutine only
 
 	// Prepared statements by query text, on the writer's connection and on
 	// the reader pool: database/sql otherwise compiles every statement
@@ -72,16 +90,27 @@ type Store struct {
 	commits atomic.Uint64 // transactions committed by the writer
 	writes  atomic.Uint64 // write requests those transactions carried
 
+	writeTimeout time.Duration
+	minFree      uint64
+	beforeCommit func()
+	files        []fileID // identities of the files SQLite holds open (health.go)
+	health       atomic.Pointer[healthState]
+	probeN       atomic.Uint64
+
 	mu      sync.RWMutex // guards closed against sends on reqs
 	closed  bool
 	stopped chan struct{}
 }
 
 type request struct {
-	ctx  context.Context
-	fn   func(*Tx) error
-	done chan error
+	ctx   context.Context
+	fn    func(*Tx) error
+	done  chan error
+	probe bool // a health probe: runs while the store is failing
 }
+
+// closeWait is how long Close waits for the writer to finish the queue.
+const closeWait = time.Second
 
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("store is closed")
@@ -98,6 +127,17 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if opts.MustExist {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -140,6 +180,16 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		maxBatch: opts.MaxBatch,
 		log:      opts.Logger,
 		stopped:  make(chan struct{}),
+
+		writeTimeout: opts.WriteTimeout,
+		minFree:      opts.MinFreeBytes,
+		beforeCommit: opts.BeforeCommit,
+	}
+	s.health.Store(&healthState{})
+	if s.files, err = openFiles(path); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	go s.writer()
 	return s, nil
@@ -151,6 +201,9 @@ func dsn(path string, readOnly bool) string {
 	q.Set("_synchronous", "FULL")
 	q.Set("_busy_timeout", "5000")
 	q.Set("_foreign_keys", "on")
+	// The file exists (Open created it): a connection opened later must
+	// never create a fresh, empty database where the file went missing.
+	q.Set("mode", "rw")
 	if readOnly {
 		q.Set("_query_only", "true")
 	} else {
@@ -197,7 +250,27 @@ func (s *Store) DB() *sql.DB { return s.r }
 // callers that must know (for example before releasing a signature) treat
 // any error as "not released".
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	req := &request{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	if err := s.Health(); err != nil {
+		return err
+	}
+	return s.write(ctx, &request{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// write queues req and waits for its answer, at most WriteTimeout (or the
+// context's earlier deadline). A write that times out fails the store's
+// health: a disk that does not answer stops every release.
+func (s *Store) write(ctx context.Context, req *request) error {
+	ctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
+	defer cancel()
+	err := s.enqueue(ctx, req)
+	if errors.Is(err, context.DeadlineExceeded) && req.ctx.Err() == nil {
+		err = fmt.Errorf("%w: a write did not complete within %s (the disk is not answering)", ErrUnavailable, s.writeTimeout)
+		s.fail(err, false)
+	}
+	return err
+}
+
+func (s *Store) enqueue(ctx context.Context, req *request) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -239,6 +312,9 @@ func (s *Store) writer() {
 				break drain
 			}
 		}
+		if s.beforeCommit != nil {
+			s.beforeCommit()
+		}
 		s.commit(batch)
 		s.preparePending()
 	}
@@ -271,10 +347,17 @@ func (s *Store) commit(batch []*request) {
 			}
 		}
 	}
+	// After the files changed under the handle nothing more is written:
+	// a frame appended now could land in a WAL that a rescued copy of the
+	// database would later replay.
+	if h := s.health.Load(); h.sticky {
+		fail(h.err)
+		return
+	}
 	ctx := context.Background()
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
-		fail(fmt.Errorf("store: begin: %w", err))
+		fail(s.commitFailed(fmt.Errorf("begin: %w", err)))
 		return
 	}
 	ran := 0
@@ -291,14 +374,14 @@ func (s *Store) commit(batch []*request) {
 			r.done <- err
 			return
 		}
-		if err := tx.Commit(); err != nil {
+		if err := s.commitTx(tx, 1); err != nil {
 			s.log.Error("store commit failed", "error", err, "batch", 1)
-			r.done <- fmt.Errorf("store: commit: %w", err)
+			r.done <- s.commitFailed(err)
 			return
 		}
 		s.commits.Add(1)
 		s.writes.Add(1)
-		r.done <- nil
+		r.done <- s.afterCommit()
 		return
 	}
 	for i, r := range batch {
@@ -333,16 +416,25 @@ func (s *Store) commit(batch []*request) {
 	if ran == 0 {
 		err = tx.Rollback()
 	} else {
-		err = tx.Commit()
+		err = s.commitTx(tx, ran)
 	}
 	if err != nil {
 		s.log.Error("store commit failed", "error", err, "batch", len(batch))
-		fail(fmt.Errorf("store: commit: %w", err))
+		fail(s.commitFailed(err))
 		return
 	}
 	if ran > 0 {
 		s.commits.Add(1)
 		s.writes.Add(uint64(ran))
+	}
+	// Nothing is acknowledged from a database whose files are no longer
+	// the ones at its path: the commit may have gone into a deleted file.
+	if err := s.afterCommit(); err != nil {
+		for i := range batch {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
 	}
 	for i, r := range batch {
 		r.done <- results[i]
@@ -378,7 +470,14 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.reqs)
 	s.mu.Unlock()
-	<-s.stopped
+	// A writer stuck on a frozen disk must not hold the process: after
+	// closeWait the database is left open and the caller told. Nothing
+	// waiting was acknowledged; what committed is durable.
+	select {
+	case <-s.stopped:
+	case <-time.After(closeWait):
+		return fmt.Errorf("%w: close: the writer did not finish within %s (the disk is not answering); unacknowledged writes may be lost", ErrUnavailable, closeWait)
+	}
 	var errs []error
 	for _, m := range []*sync.Map{&s.wstmts, &s.rstmts} {
 		m.Range(func(_, v any) bool { errs = append(errs, v.(*sql.Stmt).Close()); return true })

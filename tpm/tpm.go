@@ -168,6 +168,9 @@ type backend struct {
 	locked  map[uint32]error // generations present but refused (AllowLocked)
 	current uint32           // highest generation held; 0 when unprovisioned
 	srkName string           // hex; refreshed by every operation that creates the SRK
+
+	probeMu   sync.Mutex
+	probeName []byte // Name of the sealed root the first Probe saw (probe.go)
 }
 
 var (

@@ -9,10 +9,9 @@ import (
 
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/cosmos/go-bip39"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
-	"github.com/tyler-smith/go-bip39"
-	"github.com/tyler-smith/go-bip39/wordlists"
 )
 
 // EntropySize is the size of the entropy NewEntropy creates: 128 bits, a
@@ -60,9 +59,28 @@ func EntropyFromMnemonic(mnemonic string) ([]byte, error) {
 	if err := checkWordList(); err != nil {
 		return nil, err
 	}
-	e, err := bip39.EntropyFromMnemonic(normalizeMnemonic(mnemonic))
+	m := normalizeMnemonic(mnemonic)
+	// go-bip39 (cosmos) checks the words and the checksum and returns the
+	// mnemonic's 11-bit word indexes as one big-endian number, entropy ||
+	// checksum, but has no call for the entropy alone. The checksum is the
+	// low ENT/32 bits, so shifting them out leaves the entropy; turning it
+	// back into words must give the phrase again, which rules out any
+	// misreading of the library's padding.
+	words := len(strings.Fields(m))
+	ec, err := bip39.MnemonicToByteArray(m)
 	if err != nil {
 		// The library error may quote a word of the phrase; drop it.
+		return nil, ErrInvalidMnemonic
+	}
+	defer clear(ec)
+	entBits := words * 11 * 32 / 33 // ENT + ENT/32 = 11 * words
+	n := new(big.Int).SetBytes(ec)
+	n.Rsh(n, uint(words*11-entBits))
+	e := n.FillBytes(make([]byte, entBits/8))
+	n.SetInt64(0)
+	back, err := bip39.NewMnemonic(e)
+	if err != nil || back != m {
+		clear(e)
 		return nil, ErrInvalidMnemonic
 	}
 	return e, nil
@@ -200,12 +218,14 @@ func normalizeMnemonic(m string) string {
 	return strings.Join(strings.Fields(m), " ")
 }
 
-// checkWordList guards against another package in the binary having called
-// bip39.SetWordList, which is global state: Cachet's mnemonics are English.
+// checkWordList guards against another package in the binary having
+// replaced bip39.WordList, which is global state: Cachet's mnemonics are
+// English (go-bip39 checks the English list's CRC-32 when it loads).
 func checkWordList() error {
-	l := bip39.GetWordList()
-	if len(l) != len(wordlists.English) || &l[0] != &wordlists.English[0] {
-		return fmt.Errorf("wallet: go-bip39 word list is not English (bip39.SetWordList was called)")
+	l := bip39.WordList
+	if len(l) != 2048 || len(bip39.EnglishWordList) != 2048 || &l[0] != &bip39.EnglishWordList[0] ||
+		l[0] != "abandon" || l[2047] != "zoo" {
+		return fmt.Errorf("wallet: go-bip39 word list is not English (bip39.WordList was replaced)")
 	}
 	return nil
 }

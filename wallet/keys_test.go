@@ -11,10 +11,10 @@ import (
 
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/cosmos/go-bip39"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
-	"github.com/tyler-smith/go-bip39"
 )
 
 // loadJSON decodes a fixture strictly: unknown fields fail the test, so a
@@ -198,6 +198,14 @@ func TestKeyErrors(t *testing.T) {
 		}, ErrInvalidMnemonic},
 		{"mnemonic 11 words", func() error {
 			_, _, err := DeriveFromMnemonic(strings.Repeat("abandon ", 10)+"about", 0)
+			return err
+		}, ErrInvalidMnemonic},
+		{"mnemonic 24 words bad checksum", func() error {
+			_, err := EntropyFromMnemonic(strings.Repeat("abandon ", 24))
+			return err
+		}, ErrInvalidMnemonic},
+		{"mnemonic 13 words", func() error {
+			_, err := EntropyFromMnemonic(strings.Repeat("abandon ", 12) + "about")
 			return err
 		}, ErrInvalidMnemonic},
 		{"key 31 bytes", func() error { _, err := AddressOf(make([]byte, 31)); return err }, ErrInvalidKey},

@@ -161,7 +161,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath, openOptions{})
+	a, err := openAppliance(ctx, *cfgPath, openOptions{mustExist: true})
 	if err != nil {
 		return err
 	}
@@ -170,8 +170,15 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	integrity := "ok"
+	if err := a.store.QuickCheck(ctx); err != nil {
+		integrity = err.Error()
+	}
 	if *asJSON {
-		return printJSON(out, st)
+		return printJSON(out, struct {
+			ceremony.Status
+			Integrity string `json:"integrity"`
+		}{st, integrity})
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "backend\t%s\n", st.Backend.Kind)
@@ -196,6 +203,7 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(w, "store\t%s\n", st.Store.Path)
 	fmt.Fprintf(w, "  schema version\t%d\n", st.Store.SchemaVersion)
 	fmt.Fprintf(w, "  size\t%d bytes (+%d WAL)\n", st.Store.SizeBytes, st.Store.WALBytes)
+	fmt.Fprintf(w, "  quick_check\t%s\n", integrity)
 	fmt.Fprintf(w, "audit\thead %d\n", st.Audit.Seq)
 	fmt.Fprintf(w, "  last checkpoint\t%d\n", st.Audit.CheckpointSeq)
 	fmt.Fprintf(w, "  since checkpoint\t%d records\n", st.Audit.UncheckpointedN)
@@ -210,8 +218,11 @@ func orNone(s string) string {
 }
 
 func runAudit(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "export" {
+		return runAuditExport(ctx, args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "verify" {
-		return usageError{"usage: cachet audit verify --config FILE [--public-key KEY] [--json]"}
+		return usageError{"usage: cachet audit verify --config FILE [--public-key KEY] [--json]\n       cachet audit export --config FILE [--since SEQ] [--format jsonl]"}
 	}
 	fs := newConfigFlags("audit verify")
 	cfgPath := fs.config
@@ -235,7 +246,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	} else {
-		if a, err = openWith(ctx, cfg, openOptions{}); err != nil {
+		if a, err = openWith(ctx, cfg, openOptions{mustExist: true}); err != nil {
 			return err
 		}
 		if pub, err = a.backend.AuthKey(ctx, keys.AuditKeyLabel); err != nil {
@@ -244,7 +255,28 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	defer a.Close()
+	// The pages first: a damaged page can hide records from the walk.
+	if err := a.store.QuickCheck(ctx); err != nil {
+		return exitError{fmt.Errorf("FAILED: %w", err), 1}
+	}
 	rep, err := audit.Verify(ctx, a.store.DB(), pub)
+	// The head against the hardware's anchor: a chain that verifies can
+	// still be an older copy of the database.
+	anchorNote := ""
+	if an, ok := a.backend.(keys.Anchor); ok && err == nil {
+		st, anchored, aerr := audit.CheckAnchor(ctx, a.store.DB(), an)
+		var re *audit.RollbackError
+		switch {
+		case errors.As(aerr, &re):
+			return exitError{fmt.Errorf("FAILED: %w", aerr), 1}
+		case aerr != nil:
+			return aerr
+		case anchored:
+			anchorNote = fmt.Sprintf("; the hardware anchors checkpoint %d", st.Seq)
+		default:
+			anchorNote = "; the hardware anchors no checkpoint yet"
+		}
+	}
 	var ce *audit.ChainError
 	if *asJSON {
 		res := map[string]any{"ok": err == nil, "report": rep}
@@ -260,12 +292,40 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if !*asJSON {
-		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash)
+		fmt.Fprintf(out, "ok: %d records, %d signed checkpoints verified; head %d (%s)%s\n", rep.Records, rep.Checkpoints, rep.HeadSeq, rep.HeadHash, anchorNote)
 		if rep.Unsigned > 0 {
 			fmt.Fprintf(out, "note: the last %d records come after the last checkpoint and are protected by the hash chain only\n", rep.Unsigned)
 		}
 	}
 	return nil
+}
+
+// runAuditExport writes the records after --since as JSON lines, each with
+// the fields its hash covers and the hash, for a SIEM that verifies the
+// chain itself (audit.ExportRecord documents the format). It reads the store
+// only: the hardware is not needed.
+func runAuditExport(ctx context.Context, args []string, out io.Writer) error {
+	fs := newConfigFlags("audit export")
+	cfgPath := fs.config
+	since := fs.Uint64("since", 0, "export the records with a sequence number greater than SEQ (the last one the receiver has)")
+	format := fs.String("format", "jsonl", "output format; jsonl (one JSON object per line) is the only one")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *format != "jsonl" {
+		return usageError{fmt.Sprintf("--format: %q is not a format; jsonl is the only one", *format)}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	st, err := openStoreOnly(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_, err = audit.ExportJSONL(ctx, st.DB(), *since, out)
+	return err
 }
 
 func parseP256SPKI(s string) (*ecdsa.PublicKey, error) {

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"filippo.io/age"
-	"github.com/hashicorp/vault/shamir"
+	"github.com/cachet-custody/cachet/internal/shamir"
 
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/client"

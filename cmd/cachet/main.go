@@ -31,7 +31,7 @@ var commands = []command{
 	{"init", "init --config FILE --operator KEY ... --threshold M --out DIR\n                                        generate the root, provision the hardware, write m-of-n operator shares", runInit},
 	{"restore", "restore --config FILE --share FILE ... --identity FILE ... [--prompt N] [--replace]\n                                        provision new hardware with the root from m shares", runRestore},
 	{"status", "status --config FILE [--json]         backend, root, key generations, store and audit state", runStatus},
-	{"audit", "audit verify --config FILE [--public-key KEY] [--json]\n                                        check the audit chain and every checkpoint signature", runAudit},
+	{"audit", "audit verify --config FILE [--public-key KEY] [--json]\n                                        check the audit chain and every checkpoint signature;\n  cachet audit export --config FILE [--since SEQ] [--format jsonl]\n                                        the records after SEQ as JSON lines, each with its hash", runAudit},
 	{"config", "config check FILE                     report every problem of a config file", runConfig},
 	{"app", "app create [--name NAME]              print a new app id and secret, and its config entry", runApp},
 	{"keys", "keys generate [--out FILE]            a new P-256 authorization key pair (base64 PKCS#8 / SPKI)", runKeys},

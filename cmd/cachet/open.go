@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/hsm"
@@ -19,6 +20,30 @@ type openOptions struct {
 	// forReplace opens a TPM whose root it cannot unseal, for `restore
 	// --replace` to re-seal it.
 	forReplace bool
+	// mustExist refuses a missing database instead of creating an empty
+	// one (audit verify, status).
+	mustExist bool
+}
+
+// freezeEnv names a file that, while it exists, blocks the store's writer
+// before each commit, as a frozen disk would. It is a test hook for the
+// fault tests (a blocked writer only fails closed), never set in
+// production.
+const freezeEnv = "CACHET_TEST_STORE_FREEZE_FILE"
+
+func freezeHook() func() {
+	path := os.Getenv(freezeEnv)
+	if path == "" {
+		return nil
+	}
+	return func() {
+		for {
+			if _, err := os.Stat(path); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // openBackend opens the key backend the configuration selects. With two
@@ -94,7 +119,7 @@ func openWith(ctx context.Context, cfg *config.Config, o openOptions) (*applianc
 	if a.backend, err = openBackend(ctx, cfg, a.log, o); err != nil {
 		return nil, err
 	}
-	if a.store, err = store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, Logger: a.log}); err != nil {
+	if a.store, err = store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, Logger: a.log, MustExist: o.mustExist, BeforeCommit: freezeHook()}); err != nil {
 		a.backend.Close()
 		return nil, err
 	}

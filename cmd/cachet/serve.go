@@ -27,7 +27,10 @@ func runServe(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func serve(ctx context.Context, cfg *config.Config) error {
-	a, err := openWith(ctx, cfg, openOptions{})
+	// The database must exist (`cachet init` or `cachet restore` made
+	// it): serving a fresh, empty one where it went missing would lose
+	// everything acknowledged.
+	a, err := openWith(ctx, cfg, openOptions{mustExist: true})
 	if err != nil {
 		return err
 	}

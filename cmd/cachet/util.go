@@ -20,7 +20,7 @@ func sortedKeys(m map[string]string) []string {
 }
 
 func openStoreOnly(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	return store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers})
+	return store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, MustExist: true})
 }
 
 // printJSON writes v as indented JSON, as every command's --json output.

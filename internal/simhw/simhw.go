@@ -114,6 +114,17 @@ func (s *Swtpm) Start() error {
 	}
 }
 
+// Kill kills swtpm with SIGKILL, as a crash or a pulled device would, and
+// waits for it; its state directory stays, so Start brings the same TPM back.
+func (s *Swtpm) Kill() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
 // Stop shuts swtpm down cleanly (its state is flushed) and waits for it.
 func (s *Swtpm) Stop() error {
 	if s.cmd == nil {
