@@ -428,3 +428,16 @@ func rpcClientLine(sock, line string) (string, error) {
 	}
 	return out, nil
 }
+
+// ethers v6 (IpcSocketProvider + JsonRpcSigner) and viem (a JSON-RPC
+// account) sign a transaction, a message and typed data through the
+// endpoint, each verified independently (tests/node/signer.test.mjs).
+func TestSignerNodeLibraries(t *testing.T) {
+	e := newSignerEnv(t, "", "")
+	runNode(t, "signer.test.mjs", 6, e.d, "CACHET_SIGNER_SOCKET="+e.sock, "CACHET_SIGNER_ADDRESS="+e.shown.addr.Hex(),
+		fmt.Sprintf("CACHET_SIGNER_CHAIN=%d", signerChain))
+	e.d.stop()
+	if n := countDecisions(t, filepath.Join(e.a.dir, "data", "cachet.db"), "wallet.rpc", "allow", e.shown.id); n != 6 {
+		t.Fatalf("%d signatures recorded, want 6", n)
+	}
+}
