@@ -51,7 +51,7 @@ type rpcWallet struct {
 
 const signerChain = 1337
 
-func newSignerEnv(t *testing.T, server, signerExtra string) *signerEnv {
+func newSignerEnv(t testing.TB, server, signerExtra string, sections ...string) *signerEnv {
 	t.Helper()
 	a := newAppliance(t, config.KindPKCS11)
 	a.init()
@@ -99,7 +99,7 @@ wallets = [%q, %q, %q]
 authorization_key = %q
 %s
 `, e.sock, a.appID, signerChain, e.shown.id, e.strict.id, e.bounded.id, e.keyID, signerExtra)
-	e.cfg = a.writeConfigWith("signer.toml", backend, server, section)
+	e.cfg = a.writeConfigWith("signer.toml", backend, server, strings.Join(sections, "\n")+section)
 	// The [[signer]] section goes after [[apps]], which it refers to.
 	cfgText, _ := os.ReadFile(e.cfg)
 	s := strings.Replace(string(cfgText), section, "", 1) + section
@@ -109,7 +109,7 @@ authorization_key = %q
 	return e
 }
 
-func waitSocket(t *testing.T, path string) {
+func waitSocket(t testing.TB, path string) {
 	t.Helper()
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("unix", path); err == nil {
@@ -123,13 +123,13 @@ func waitSocket(t *testing.T, path string) {
 
 // rpcConn is a JSON-RPC client over the socket, newline-delimited.
 type rpcConn struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	rd *bufio.Reader
 	id int
 }
 
-func dialRPC(t *testing.T, sock string) *rpcConn {
+func dialRPC(t testing.TB, sock string) *rpcConn {
 	t.Helper()
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -192,7 +192,7 @@ func (r *rpcConn) refused(code int, contains, method string, params ...any) {
 	r.t.Logf("%s refused: %d %s", method, rep.Error.Code, rep.Error.Message)
 }
 
-func countDecisions(t *testing.T, dbPath, action, decision, target string) int {
+func countDecisions(t testing.TB, dbPath, action, decision, target string) int {
 	t.Helper()
 	db, err := sql.Open("sqlite3", "file:"+dbPath+"?mode=ro")
 	if err != nil {
@@ -439,5 +439,49 @@ func TestSignerNodeLibraries(t *testing.T) {
 	e.d.stop()
 	if n := countDecisions(t, filepath.Join(e.a.dir, "data", "cachet.db"), "wallet.rpc", "allow", e.shown.id); n != 6 {
 		t.Fatalf("%d signatures recorded, want 6", n)
+	}
+}
+
+// BenchmarkSignerEndpoint is account_signTransaction through the endpoint
+// as geth sends it (each one a wallet API request approved by the
+// endpoint's authorization key, checked against the wallet's quorum,
+// recorded twice: the key's use and the signature), from 1 and 8
+// connections. make bench-signer.
+func BenchmarkSignerEndpoint(b *testing.B) {
+	// The key's own rate limit (authorization_keys.rate_per_second,
+	// default 100/s) would otherwise be what is measured.
+	e := newSignerEnv(b, "", "", "[authorization_keys]\nrate_per_second = 100000\nburst = 100000\n")
+	args := map[string]any{"from": e.shown.addr, "to": common.HexToAddress("0xdead"), "gas": "0x5208", "value": "0x1",
+		"nonce": "0x0", "input": "0x", "chainId": "0x539", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x3b9aca00", "accessList": []any{}}
+	for _, conns := range []int{1, 8} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			rs := make([]*rpcConn, conns)
+			for i := range rs {
+				rs[i] = dialRPC(b, e.sock)
+			}
+			b.ResetTimer()
+			errs := make(chan error, conns)
+			for i := range rs {
+				go func(r *rpcConn, n int) {
+					for j := 0; j < n; j++ {
+						r.id++
+						line, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": r.id, "method": "account_signTransaction", "params": []any{args}})
+						r.c.Write(append(line, '\n'))
+						out, err := r.rd.ReadString('\n')
+						if err != nil || !strings.Contains(out, `"raw"`) {
+							errs <- fmt.Errorf("%v %s", err, out)
+							return
+						}
+					}
+					errs <- nil
+				}(rs[i], b.N/conns)
+			}
+			for range rs {
+				if err := <-errs; err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N/conns*conns)/b.Elapsed().Seconds(), "signatures/s")
+		})
 	}
 }
