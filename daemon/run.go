@@ -373,6 +373,15 @@ func notify(log *slog.Logger, state string) {
 func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, log *slog.Logger) (*sync.WaitGroup, error) {
 	wg := &sync.WaitGroup{}
 	for _, sc := range cfg.Signers {
+		// A key that does not exist or was deleted would refuse every
+		// call: say so now rather than at the first signature.
+		k, err := ak.Get(ctx, sc.App, sc.AuthorizationKey)
+		if err != nil {
+			return wg, fmt.Errorf("refusing to serve: signer %s: authorization_key %s of app %s: %w", sc.Name, sc.AuthorizationKey, sc.App, err)
+		}
+		if k.DeletedAt != nil {
+			return wg, fmt.Errorf("refusing to serve: signer %s: authorization_key %s was deleted", sc.Name, sc.AuthorizationKey)
+		}
 		rpcURL, _ := cfg.RPCURL(sc.CAIP2)
 		ep, err := signer.New(signer.Options{Config: sc, PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
 			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, RPCURL: rpcURL, Logger: log})

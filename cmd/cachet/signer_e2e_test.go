@@ -372,6 +372,19 @@ func TestSignerEndpoint(t *testing.T) {
 	e.a.e.ok("audit", "verify", "--config", e.cfg)
 }
 
+// An endpoint whose authorization key does not exist keeps the daemon from
+// starting, with a message naming it.
+func TestSignerUnknownKeyRefusesToServe(t *testing.T) {
+	e := newSignerEnv(t, "", "")
+	e.d.stop()
+	b, _ := os.ReadFile(e.cfg)
+	writeFile(t, e.cfg, strings.Replace(string(b), fmt.Sprintf("authorization_key = %q", e.keyID), `authorization_key = "nosuchkey"`, 1), 0o600)
+	r := e.a.e.run("serve", "--config", e.cfg)
+	if r.code == 0 || !strings.Contains(r.stderr, "signer geth: authorization_key nosuchkey") {
+		t.Fatalf("serve with an unknown key: %s", r)
+	}
+}
+
 // A uid the endpoint does not allow is refused at connect, before it sends
 // anything; the same uid listed in allowed_uids is served.
 func TestSignerPeerRefused(t *testing.T) {
