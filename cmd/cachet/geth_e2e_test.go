@@ -264,6 +264,29 @@ func TestGethExternalSigner(t *testing.T) {
 	if r := waitReceipt(t, dev, sent); r.Status != "0x1" {
 		t.Fatalf("receipt of the Cachet-signed transaction: %+v", r)
 	}
+
+	// The endpoint's own eth_sendTransaction fills and broadcasts through
+	// the [[chains]] node (here the --dev geth), and other methods are
+	// forwarded there.
+	e.d.stop()
+	b, _ := os.ReadFile(e.cfg)
+	writeFile(t, e.cfg, string(b)+"other_methods = \"forward\"\n\n[[chains]]\ncaip2 = \"eip155:1337\"\nrpc_url = \""+dev.url+"\"\n", 0o600)
+	e.d = e.a.serve(e.cfg)
+	waitSocket(t, e.sock)
+	r := dialRPC(t, e.sock)
+	var own common.Hash
+	r.ok(&own, "eth_sendTransaction", map[string]any{"from": e.shown.addr, "to": to, "value": "0x2"})
+	if rc := waitReceipt(t, dev, own); rc.Status != "0x1" {
+		t.Fatalf("receipt of the endpoint's eth_sendTransaction: %+v", rc)
+	}
+	var mined struct {
+		From  common.Address `json:"from"`
+		Nonce hexutil.Uint64 `json:"nonce"`
+	}
+	r.ok(&mined, "eth_getTransactionByHash", own) // forwarded to the node
+	if mined.From != e.shown.addr || mined.Nonce != 1 {
+		t.Fatalf("forwarded eth_getTransactionByHash: %+v", mined)
+	}
 	e.d.stop()
 	e.a.e.ok("audit", "verify", "--config", e.cfg)
 }

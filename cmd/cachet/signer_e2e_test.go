@@ -458,7 +458,7 @@ func TestSignerNodeLibraries(t *testing.T) {
 // BenchmarkSignerEndpoint is account_signTransaction through the endpoint
 // as geth sends it (each one a wallet API request approved by the
 // endpoint's authorization key, checked against the wallet's quorum,
-// recorded twice: the key's use and the signature), from 1 and 8
+// recorded twice: the key's use and the signature), from 1, 8 and 32
 // connections. make bench-signer.
 func BenchmarkSignerEndpoint(b *testing.B) {
 	// The key's own rate limit (authorization_keys.rate_per_second,
@@ -466,7 +466,7 @@ func BenchmarkSignerEndpoint(b *testing.B) {
 	e := newSignerEnv(b, "", "", "[authorization_keys]\nrate_per_second = 100000\nburst = 100000\n")
 	args := map[string]any{"from": e.shown.addr, "to": common.HexToAddress("0xdead"), "gas": "0x5208", "value": "0x1",
 		"nonce": "0x0", "input": "0x", "chainId": "0x539", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x3b9aca00", "accessList": []any{}}
-	for _, conns := range []int{1, 8} {
+	for _, conns := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
 			rs := make([]*rpcConn, conns)
 			for i := range rs {
