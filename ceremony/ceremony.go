@@ -71,17 +71,9 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 	if !ok {
 		return res, fmt.Errorf("init: this backend cannot be provisioned")
 	}
-	recips := make([]age.Recipient, n)
-	recipText := make([]string, n)
-	seen := map[string]int{}
-	for i, o := range opts.Operators {
-		if recips[i], recipText[i], err = ParseRecipient(o); err != nil {
-			return res, fmt.Errorf("init: %w", err)
-		}
-		if j, dup := seen[recipText[i]]; dup {
-			return res, fmt.Errorf("init: operators %d and %d have the same key: each share must go to a different operator", j+1, i+1)
-		}
-		seen[recipText[i]] = i
+	recips, recipText, err := parseOperators(opts.Operators)
+	if err != nil {
+		return res, fmt.Errorf("init: %w", err)
 	}
 	if fp, ok, err := st.Meta(ctx, store.MetaRootFingerprint); err != nil {
 		return res, err
@@ -99,12 +91,14 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 		return res, fmt.Errorf("init: share directory: %w", err)
 	}
 
+	useWrappedKeys(b, st)
+	format := keys.DefaultFormat
 	root := make([]byte, keys.RootSize)
 	defer keys.Zero(root)
 	if _, err := rand.Read(root); err != nil {
 		return res, fmt.Errorf("init: generate root: %w", err)
 	}
-	fp, err := keys.Fingerprint(root)
+	fp, err := keys.FingerprintOf(format, root)
 	if err != nil {
 		return res, err
 	}
@@ -138,7 +132,7 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 		}
 		files = append(files, path)
 	}
-	if err = prov.Provision(ctx, root, keys.ProvisionOptions{Generation: 1}); err != nil {
+	if err = prov.Provision(ctx, root, keys.ProvisionOptions{Generation: 1, Format: format}); err != nil {
 		return res, fmt.Errorf("init: provision %s: %w", info.Kind, err)
 	}
 	after, err := b.Info(ctx)
@@ -151,12 +145,12 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 	ident, _ := json.Marshal(after.Identity)
 	ops, _ := json.Marshal(recipText)
 	detail, _ := json.Marshal(map[string]any{
-		"root_fingerprint": fp, "generation": 1, "threshold": m, "shares": n,
+		"root_fingerprint": fp, "generation": 1, "key_format": int(format), "threshold": m, "shares": n,
 		"operators": recipText, "backend": after.Kind, "backend_identity": after.Identity,
 	})
 	err = st.Write(ctx, func(tx *store.Tx) error {
 		for k, v := range map[string]string{
-			store.MetaRootFingerprint: fp, store.MetaGeneration: "1",
+			store.MetaRootFingerprint: fp, store.MetaGeneration: "1", store.MetaKeyFormat: format.String(),
 			store.MetaThreshold: strconv.Itoa(m), store.MetaShares: strconv.Itoa(n),
 			store.MetaOperators: string(ops), store.MetaBackendKind: after.Kind,
 			store.MetaBackendIdentity: string(ident), store.MetaInitializedAt: time.Now().UTC().Format(time.RFC3339),
@@ -175,6 +169,25 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 		return res, fmt.Errorf("init: the hardware was provisioned and the shares written, but recording it in the store failed (run `cachet restore --replace` with the shares once the store is fixed): %w", err)
 	}
 	return InitResult{Fingerprint: fp, Generation: 1, Threshold: m, ShareFiles: files}, nil
+}
+
+// parseOperators reads the operators' age recipients and refuses one key
+// given twice.
+func parseOperators(operators []string) ([]age.Recipient, []string, error) {
+	recips := make([]age.Recipient, len(operators))
+	recipText := make([]string, len(operators))
+	seen := map[string]int{}
+	for i, o := range operators {
+		var err error
+		if recips[i], recipText[i], err = ParseRecipient(o); err != nil {
+			return nil, nil, err
+		}
+		if j, dup := seen[recipText[i]]; dup {
+			return nil, nil, fmt.Errorf("operators %d and %d have the same key: each share must go to a different operator", j+1, i+1)
+		}
+		seen[recipText[i]] = i
+	}
+	return recips, recipText, nil
 }
 
 // split shares root m-of-n and checks, before any share leaves the process,
@@ -304,6 +317,9 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 	if err != nil {
 		return res, err
 	}
+	if err := checkRetired(ctx, st, opts.Shares); err != nil {
+		return res, err
+	}
 	use, err := CheckShares(opts.Shares, storeFP)
 	if err != nil {
 		return res, err
@@ -326,16 +342,22 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 		return res, fmt.Errorf("restore: combine shares: %w", err)
 	}
 	defer keys.Zero(root)
-	fp, err := keys.Fingerprint(root)
+	format, fp, err := formatOfRoot(root, ref.Fingerprint)
 	if err != nil {
 		return res, err
 	}
+	if stored, ok, err := st.Meta(ctx, store.MetaKeyFormat); err != nil {
+		return res, err
+	} else if ok && stored != format.String() {
+		return res, fmt.Errorf("restore: the store records key format %s, but the shares make a root of format %s", stored, format)
+	}
+	useWrappedKeys(b, st)
 	if fp != ref.Fingerprint {
 		// Every share passed its checksum and they agree on the root, so
 		// one of them was made for this root but altered consistently.
 		return res, fmt.Errorf("restore: the shares combine to root %s, not %s: at least one share is wrong", fp, ref.Fingerprint)
 	}
-	if err := prov.Provision(ctx, root, keys.ProvisionOptions{Generation: ref.Generation, Replace: opts.Replace}); err != nil {
+	if err := prov.Provision(ctx, root, keys.ProvisionOptions{Generation: ref.Generation, Replace: opts.Replace, Format: format}); err != nil {
 		return res, fmt.Errorf("restore: provision %s: %w", info.Kind, err)
 	}
 	after, err := b.Info(ctx)
@@ -351,7 +373,7 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 		return res, fmt.Errorf("restore: the hardware was provisioned, but anchoring the record's head in it failed: %w", err)
 	}
 	detail, _ := json.Marshal(map[string]any{
-		"root_fingerprint": fp, "generation": ref.Generation, "shares_used": res.SharesUsed,
+		"root_fingerprint": fp, "generation": ref.Generation, "key_format": int(format), "shares_used": res.SharesUsed,
 		"threshold": ref.Threshold, "shares": ref.Count, "replace": opts.Replace,
 		"backend": after.Kind, "backend_identity": after.Identity, "anchored_checkpoint": anchored,
 	})
@@ -365,6 +387,7 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 			set[store.MetaGeneration] = strconv.FormatUint(uint64(ref.Generation), 10)
 			set[store.MetaThreshold] = strconv.Itoa(ref.Threshold)
 			set[store.MetaShares] = strconv.Itoa(ref.Count)
+			set[store.MetaKeyFormat] = format.String()
 		}
 		for k, v := range set {
 			if err := tx.SetMeta(k, v); err != nil {
@@ -379,6 +402,56 @@ func Restore(ctx context.Context, b keys.Backend, st *store.Store, opts RestoreO
 	}
 	res.Fingerprint, res.Generation = fp, ref.Generation
 	return res, nil
+}
+
+// checkRetired refuses, with a message that says so, shares of a root that
+// a rotation replaced.
+func checkRetired(ctx context.Context, st *store.Store, shares []NamedShare) error {
+	text, ok, err := st.Meta(ctx, MetaRetiredRoots)
+	if err != nil || !ok {
+		return err
+	}
+	var retired []RetiredRoot
+	if err := json.Unmarshal([]byte(text), &retired); err != nil {
+		return fmt.Errorf("restore: meta %s: %w", MetaRetiredRoots, err)
+	}
+	for _, s := range shares {
+		for _, r := range retired {
+			if s.Share.Fingerprint == r.Fingerprint {
+				return &ShareError{s.Name, fmt.Sprintf("belongs to root %s (generation %d), which `cachet rotate` retired on %s; the shares of a retired root restore nothing: use the shares of the current generation", r.Fingerprint, r.Generation, r.RotatedAt)}
+			}
+		}
+	}
+	return nil
+}
+
+// formatOfRoot finds the key format whose fingerprint of root is want: a
+// share records the fingerprint, not the format, and the two formats
+// fingerprint a root differently. It returns the fingerprint of the root in
+// the format found, or, when none matches, in the default format.
+func formatOfRoot(root []byte, want string) (keys.Format, string, error) {
+	var first string
+	for _, f := range []keys.Format{keys.FormatDerive, keys.FormatHMAC} {
+		fp, err := keys.FingerprintOf(f, root)
+		if err != nil {
+			return 0, "", err
+		}
+		if fp == want {
+			return f, fp, nil
+		}
+		if first == "" {
+			first = fp
+		}
+	}
+	return keys.DefaultFormat, first, nil
+}
+
+// useWrappedKeys gives a backend that keeps P-256 keys in the store (key
+// format 2) the store to keep them in.
+func useWrappedKeys(b keys.Backend, st *store.Store) {
+	if u, ok := b.(keys.WrappedKeysUser); ok {
+		u.UseWrappedKeys(st)
+	}
 }
 
 // reanchor sets the hardware's anchor of the audit record to the store's

@@ -2,6 +2,7 @@ package ceremony
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -19,6 +20,18 @@ type Status struct {
 	Store       store.Stats      `json:"store"`
 	Audit       audit.Head       `json:"audit"`
 	Initialized bool             `json:"initialized"`
+	// Rotation is set while a rotation is not finished, and after the last
+	// re-seal until the next rotation.
+	Rotation *RotationStatus `json:"rotation,omitempty"`
+}
+
+// RotationStatus is the state of the last rotation: the generation it moves
+// away from (0 once finished) and the re-seal's progress as the daemon last
+// recorded it (custody.ResealProgress).
+type RotationStatus struct {
+	FromGeneration uint32          `json:"from_generation,omitempty"`
+	Pending        bool            `json:"pending"`
+	Progress       json.RawMessage `json:"reseal_progress,omitempty"`
 }
 
 // RootStatus compares the root the store records with the one the hardware
@@ -34,6 +47,10 @@ type RootStatus struct {
 	RestoredAt          string `json:"restored_at,omitempty"`
 }
 
+// metaResealProgress is custody.MetaResealProgress (custody imports this
+// package's callers, not the other way round).
+const metaResealProgress = "reseal_progress"
+
 // ReadStatus gathers the status. A backend that cannot answer is reported in
 // BackendErr rather than failing the whole report.
 func ReadStatus(ctx context.Context, b keys.Backend, st *store.Store) (Status, error) {
@@ -48,6 +65,15 @@ func ReadStatus(ctx context.Context, b keys.Backend, st *store.Store) (Status, e
 	meta, err := st.AllMeta(ctx)
 	if err != nil {
 		return s, err
+	}
+	if from, ok := meta[MetaRotationFrom]; ok || meta[metaResealProgress] != "" {
+		s.Rotation = &RotationStatus{Pending: ok}
+		if g, err := strconv.ParseUint(from, 10, 32); err == nil {
+			s.Rotation.FromGeneration = uint32(g)
+		}
+		if p := meta[metaResealProgress]; json.Valid([]byte(p)) {
+			s.Rotation.Progress = json.RawMessage(p)
+		}
 	}
 	s.Root.Fingerprint = meta[store.MetaRootFingerprint]
 	s.Initialized = s.Root.Fingerprint != ""

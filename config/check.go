@@ -98,6 +98,12 @@ func (c *Config) Check() []Problem {
 			add(d.key, "must be a positive duration, like \"30s\"")
 		}
 	}
+	if c.Rotation.ResealBatch < 1 || c.Rotation.ResealBatch > 100000 {
+		add("rotation.reseal_batch", "%d is outside 1..100000", c.Rotation.ResealBatch)
+	}
+	if c.Rotation.ResealPause.Duration < 0 {
+		add("rotation.reseal_pause", "must not be negative")
+	}
 	if s.MaxBodyBytes < 1024 || s.MaxBodyBytes > 64<<20 {
 		add("server.max_body_bytes", "%d is outside 1024..67108864", s.MaxBodyBytes)
 	}

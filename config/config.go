@@ -39,6 +39,7 @@ type Config struct {
 	API      API           `toml:"api"`
 	AuthKeys AuthKeys      `toml:"authorization_keys"`
 	Embedded Embedded      `toml:"embedded_wallets"`
+	Rotation Rotation      `toml:"rotation"`
 	Apps     []App         `toml:"apps"`
 	Chains   []Chain       `toml:"chains"`
 	Signers  []Signer      `toml:"signer"`
@@ -122,6 +123,15 @@ type Store struct {
 type Audit struct {
 	CheckpointInterval Duration `toml:"checkpoint_interval"`
 	CheckpointRecords  int      `toml:"checkpoint_records"`
+}
+
+// Rotation tunes the background re-seal after `cachet rotate`.
+type Rotation struct {
+	// ResealBatch is the number of blobs re-sealed per store transaction.
+	ResealBatch int `toml:"reseal_batch"`
+	// ResealPause is slept between batches, to leave the hardware to
+	// requests; 0 re-seals as fast as the hardware allows.
+	ResealPause Duration `toml:"reseal_pause"`
 }
 
 // API configures request handling of the /v1 API.
@@ -272,6 +282,7 @@ func Default() Config {
 		API: API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour},
 			UserKeyLifetime: Duration{15 * time.Minute}, MaxUserKeys: 20, ImportKeyLifetime: Duration{10 * time.Minute}},
 		AuthKeys: AuthKeys{RatePerSecond: 100, Burst: 200},
+		Rotation: Rotation{ResealBatch: 256},
 		Embedded: Embedded{RecoverLimitPerUser: 10, RecoverLimitPerWallet: 5, AuthShareLimitPerWallet: 120,
 			RateWindow: Duration{time.Hour}, ChallengeLifetime: Duration{5 * time.Minute}},
 		Apps:    []App{},

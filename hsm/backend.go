@@ -48,12 +48,22 @@ type backend struct {
 	handles map[objKey]pkcs11.ObjectHandle
 	points  map[string][]byte        // uncompressed P-256 points by object label
 	gens    []uint32                 // root generations on the token, ascending; nil until scanned
+	formats map[uint32]genFormat     // key format of each generation in gens
 	locks   map[string]chan struct{} // creation locks by object label
+	wrapped keys.WrappedKeys         // format 2: backups of P-256 keys; set once after Open
+}
+
+// genFormat is how one generation on the token derives, and for format 2 the
+// fingerprint its marker records.
+type genFormat struct {
+	format      keys.Format
+	fingerprint string
 }
 
 var (
-	_ keys.Backend     = (*backend)(nil)
-	_ keys.Provisioner = (*backend)(nil)
+	_ keys.Backend         = (*backend)(nil)
+	_ keys.Provisioner     = (*backend)(nil)
+	_ keys.WrappedKeysUser = (*backend)(nil)
 )
 
 // Open finds the token labelled opts.TokenLabel in the module, logs in and
@@ -105,6 +115,7 @@ func Open(ctx context.Context, opts Options) (keys.Backend, error) {
 		log:     log,
 		handles: map[objKey]pkcs11.ObjectHandle{},
 		points:  map[string][]byte{},
+		formats: map[uint32]genFormat{},
 		locks:   map[string]chan struct{}{},
 	}
 	// Open every session now, so that a wrong PIN or a broken token fails
@@ -137,8 +148,10 @@ func (b *backend) Close() error { return b.p.close() }
 // Backend (a ceremony) may have provisioned it since.
 func (b *backend) scanGenerations(ctx context.Context) ([]uint32, error) {
 	found := map[uint32]pkcs11.ObjectHandle{}
+	markers := map[uint32]genFormat{}
 	err := b.p.do(ctx, func(s pkcs11.SessionHandle) error {
 		clear(found)
+		clear(markers)
 		// Roots are private objects; an absent root must not just mean
 		// "logged out".
 		if _, err := b.p.login(s); err != nil {
@@ -163,16 +176,42 @@ func (b *backend) scanGenerations(ctx context.Context) ([]uint32, error) {
 				}
 			}
 		}
+		// Format-2 generations keep no root; their marker says they exist.
+		hs, err = b.findObjects(s, []*pkcs11.Attribute{
+			attr(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+			attr(pkcs11.CKA_TOKEN, true),
+		})
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			as, err := b.p.mod.ctx.GetAttributeValue(s, h, []*pkcs11.Attribute{attr(pkcs11.CKA_LABEL, nil), attr(pkcs11.CKA_VALUE, nil)})
+			if err != nil {
+				return mapErr("C_GetAttributeValue", err)
+			}
+			if g, ok := parseMarkerLabel(string(as[0].Value)); ok {
+				markers[g] = genFormat{format: keys.FormatDerive, fingerprint: string(as[1].Value)}
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	gens := make([]uint32, 0, len(found))
+	gens := make([]uint32, 0, len(found)+len(markers))
 	b.mu.Lock()
+	clear(b.formats)
 	for g, h := range found {
 		gens = append(gens, g)
 		b.handles[rootKey(g)] = h
+		b.formats[g] = genFormat{format: keys.FormatHMAC}
+	}
+	for g, f := range markers {
+		if _, dup := found[g]; dup {
+			continue // a format-1 root wins; Provision never makes both
+		}
+		gens = append(gens, g)
+		b.formats[g] = f
 	}
 	slices.Sort(gens)
 	b.gens = gens
@@ -259,6 +298,17 @@ func (b *backend) expand(ctx context.Context, gen uint32, info []byte) ([]byte, 
 	return out, nil
 }
 
+// formatOf returns the key format of generation gen, which the caller has
+// checked the token holds.
+func (b *backend) formatOf(gen uint32) genFormat {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if f, ok := b.formats[gen]; ok {
+		return f
+	}
+	return genFormat{format: keys.FormatHMAC}
+}
+
 // createKEK derives the KEK of purpose p in generation gen and imports it.
 func (b *backend) createKEK(ctx context.Context, gen uint32, p keys.Purpose) error {
 	k := kekKey(gen, p)
@@ -342,11 +392,23 @@ func (b *backend) createP256(ctx context.Context, gen uint32, label string) erro
 	return nil
 }
 
+// kek names the KEK of purpose p in generation gen and how to make it when
+// it is missing: format 1 derives it on first use; format 2 made it at
+// provisioning and cannot make it again without the root.
 func (b *backend) kek(gen uint32, p keys.Purpose) (objKey, func(context.Context) error) {
-	return kekKey(gen, p), func(ctx context.Context) error { return b.createKEK(ctx, gen, p) }
+	k := kekKey(gen, p)
+	if b.formatOf(gen).format == keys.FormatDerive {
+		return k, func(context.Context) error {
+			return b.missingDerived(&errMissing{k}, gen)
+		}
+	}
+	return k, func(ctx context.Context) error { return b.createKEK(ctx, gen, p) }
 }
 
 func (b *backend) p256Create(gen uint32, label string) func(context.Context) error {
+	if b.formatOf(gen).format == keys.FormatDerive {
+		return func(ctx context.Context) error { return b.createP256Wrapped(ctx, gen, label) }
+	}
 	return func(ctx context.Context) error { return b.createP256(ctx, gen, label) }
 }
 
@@ -555,6 +617,13 @@ func (b *backend) Info(ctx context.Context) (keys.BackendInfo, error) {
 	info.Provisioned = true
 	info.Generations = gens
 	info.Generation = gens[len(gens)-1]
+	if f := b.formatOf(info.Generation); f.format == keys.FormatDerive {
+		// The token computed it at provisioning (provisionDerive); the
+		// root that could compute it again is gone.
+		info.Format, info.RootFingerprint = f.format, f.fingerprint
+		return info, nil
+	}
+	info.Format = keys.FormatHMAC
 	out, err := b.expand(ctx, info.Generation, keys.FingerprintInfo())
 	if err != nil {
 		return keys.BackendInfo{}, err
@@ -584,6 +653,13 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 	if gen == 0 {
 		return fmt.Errorf("hsm: provision: %w: generation 0", keys.ErrInvalidInput)
 	}
+	format := opts.Format
+	if format == 0 {
+		format = keys.FormatHMAC
+	}
+	if !format.Valid() {
+		return fmt.Errorf("hsm: provision: %w: key format %d", keys.ErrInvalidInput, format)
+	}
 	unlock, err := b.lockLabel(ctx, provisionLock)
 	if err != nil {
 		return err
@@ -604,18 +680,34 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 		if err != nil {
 			return err
 		}
-		if len(hs) > 0 && !opts.Replace {
+		ms, err := b.findObjects(s, []*pkcs11.Attribute{
+			attr(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
+			attr(pkcs11.CKA_TOKEN, true),
+			attr(pkcs11.CKA_LABEL, markerLabel(gen)),
+		})
+		if err != nil {
+			return err
+		}
+		if len(hs)+len(ms) > 0 && !opts.Replace {
 			return fmt.Errorf("hsm: token %q, generation %d: %w", b.p.label, gen, keys.ErrAlreadyProvisioned)
 		}
-		if opts.Replace {
-			removed, err = b.destroyGeneration(s, gen)
-		}
+		// Without a root or marker, objects of gen are leftovers of a
+		// provisioning that did not finish; they go too.
+		removed, err = b.destroyGeneration(s, gen)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	b.forgetAll()
+	if format == keys.FormatDerive {
+		if err := b.provisionDerive(ctx, gen, root); err != nil {
+			return err
+		}
+		b.forgetAll()
+		b.log.Info("pkcs11 token provisioned", logToken, b.p.label, logGen, gen, "key_format", 2, logReplaced, removed)
+		return nil
+	}
 	err = b.p.doWrite(ctx, func(s pkcs11.SessionHandle) error {
 		_, err := b.p.mod.ctx.CreateObject(s, rootTemplate(gen, root))
 		return mapErr("C_CreateObject", err)

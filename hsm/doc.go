@@ -5,6 +5,15 @@
 //
 // # Key hierarchy on the token
 //
+// A generation is in one of two key formats (keys.Format). Format 2, which
+// new generations use, keeps no root on the token and never lets a derived
+// secret reach the host: the KEKs and a P-256 wrapping key are made with
+// C_DeriveKey from a derive-only root that exists only during Provision, and
+// P-256 keys are generated in the token, wrapped into the store and unwrapped
+// back as non-extractable objects. format2.go describes it and why. Format 1,
+// below, is kept for appliances provisioned before format 2, until they
+// rotate:
+//
 // Provision imports the 32-byte root secret as a sign-only, sensitive,
 // non-extractable CKK_GENERIC_SECRET object labelled "cachet/g<gen>/root".
 // Every other key is HKDF-Expand(SHA-256, root, info, 32), which for a single
@@ -47,5 +56,6 @@
 //
 // PKCS#11 Cryptographic Token Interface Base Specification v2.40 (function
 // sections are cited where the calls are made) and PKCS#11 Current Mechanisms
-// Specification v2.40 (CKM_AES_GCM, CKM_SHA256_HMAC, CKM_ECDSA).
+// Specification v2.40 (CKM_AES_GCM, CKM_SHA256_HMAC, CKM_ECDSA,
+// CKM_AES_ECB_ENCRYPT_DATA, CKM_AES_KEY_WRAP_PAD, CKM_EC_KEY_PAIR_GEN).
 package hsm

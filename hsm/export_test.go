@@ -150,3 +150,36 @@ func ObjectCounts(ctx context.Context, kb keys.Backend) (map[Object]int, error) 
 	})
 	return counts, err
 }
+
+// RawSession runs fn on one of the Backend's logged-in sessions, with every
+// other call into the module excluded: the access of someone who holds the
+// PIN and talks to the module directly.
+func RawSession(ctx context.Context, kb keys.Backend, fn func(c *pkcs11.Ctx, s pkcs11.SessionHandle) error) error {
+	b := raw(kb)
+	return b.p.doWrite(ctx, func(s pkcs11.SessionHandle) error {
+		if _, err := b.p.login(s); err != nil {
+			return err
+		}
+		return fn(b.p.mod.ctx, s)
+	})
+}
+
+// DerivationString and AttributeArray build the pointer-carrying PKCS#11
+// parameters for tests; free releases them.
+func DerivationString(data []byte) (param []byte, free func()) {
+	var m cMem
+	return m.derivationString(data), m.free
+}
+
+// CBCDerivationParams is CK_AES_CBC_ENCRYPT_DATA_PARAMS: iv (16 bytes), then
+// the data pointer and its length.
+func CBCDerivationParams(iv, data []byte) (param []byte, free func()) {
+	var m cMem
+	s := m.derivationString(data)
+	return append(append([]byte(nil), iv...), s...), m.free
+}
+
+var (
+	MarkerLabel = markerLabel
+	WrapLabel   = wrapLabel
+)

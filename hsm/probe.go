@@ -44,7 +44,7 @@ func (b *backend) Probe(ctx context.Context) error {
 		return fmt.Errorf("hsm: token %q does not answer: %w", b.p.label, err)
 	}
 	if !found {
-		return fmt.Errorf("hsm: token %q answers but no longer holds the root of generation %d: %w", b.p.label, gen, keys.ErrNotProvisioned)
+		return fmt.Errorf("hsm: token %q answers but no longer holds generation %d: %w", b.p.label, gen, keys.ErrNotProvisioned)
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ func (b *backend) probeOnce(ctx context.Context, gen uint32) (bool, error) {
 			return err
 		}
 		var err error
-		_, found, err = b.findOne(s, rootKey(gen))
+		_, found, err = b.findOne(s, b.presenceKey(gen))
 		return err
 	})
 	return found, err

@@ -111,6 +111,9 @@ type ProvisionOptions struct {
 	// holds. The ceremony sets it only after checking the new root's
 	// fingerprint against the store's.
 	Replace bool
+	// Format is how the generation derives its keys; 0 means FormatHMAC,
+	// the format of appliances provisioned before formats existed.
+	Format Format
 }
 
 // Provisioner is the optional interface of a backend that can take a root
@@ -140,6 +143,8 @@ type BackendInfo struct {
 	// RootFingerprint is Fingerprint of the current root, computed by the
 	// hardware (see FingerprintInfo).
 	RootFingerprint string `json:"root_fingerprint,omitempty"`
+	// Format is the key format of the current generation.
+	Format Format `json:"key_format,omitempty"`
 }
 
 var (
@@ -164,4 +169,11 @@ var (
 // needed.
 func Zero(b []byte) {
 	clear(b)
+}
+
+// Retirer is the optional interface of a backend that can remove a key
+// generation from the hardware once nothing refers to it (`cachet rotate
+// --finish`). It refuses to remove the current generation.
+type Retirer interface {
+	RetireGeneration(ctx context.Context, gen uint32) error
 }

@@ -28,6 +28,8 @@ var installed = []struct {
 	{"/usr/bin/cachet", 0o755, "root", "root"},
 	{"/usr/lib/systemd/system/cachet.service", 0o644, "root", "root"},
 	{"/usr/lib/systemd/system/cachet.socket", 0o644, "root", "root"},
+	{"/usr/lib/systemd/system/cachet-backup.service", 0o644, "root", "root"},
+	{"/usr/lib/systemd/system/cachet-backup.timer", 0o644, "root", "root"},
 	{"/usr/lib/sysusers.d/cachet.conf", 0o644, "root", "root"},
 	{"/usr/lib/tmpfiles.d/cachet.conf", 0o644, "root", "root"},
 	{"/usr/share/doc/cachet/copyright", 0o644, "root", "root"},
@@ -127,7 +129,8 @@ func TestDebInstallPurge(t *testing.T) {
 		t.Errorf("config check: %s", out)
 	}
 	verify := exec.Command("systemd-analyze", "verify", "--man=no",
-		"/usr/lib/systemd/system/cachet.service", "/usr/lib/systemd/system/cachet.socket")
+		"/usr/lib/systemd/system/cachet.service", "/usr/lib/systemd/system/cachet.socket",
+		"/usr/lib/systemd/system/cachet-backup.service", "/usr/lib/systemd/system/cachet-backup.timer")
 	vout, err := verify.CombinedOutput()
 	var problems []string
 	for _, l := range strings.Split(string(vout), "\n") {

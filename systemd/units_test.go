@@ -19,7 +19,8 @@ func TestUnitsVerify(t *testing.T) {
 		t.Fatalf("systemd-analyze not found (install systemd): %v", err)
 	}
 	dir := t.TempDir()
-	for _, u := range []string{"cachet.service", "cachet.socket"} {
+	units := []string{"cachet.service", "cachet.socket", "cachet-backup.service", "cachet-backup.timer"}
+	for _, u := range units {
 		b, err := os.ReadFile(u)
 		if err != nil {
 			t.Fatal(err)
@@ -29,7 +30,11 @@ func TestUnitsVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command("systemd-analyze", "verify", "--man=no", filepath.Join(dir, "cachet.service"), filepath.Join(dir, "cachet.socket"))
+	args := []string{"verify", "--man=no"}
+	for _, u := range units {
+		args = append(args, filepath.Join(dir, u))
+	}
+	cmd := exec.Command("systemd-analyze", args...)
 	out, err := cmd.CombinedOutput()
 	var problems []string
 	for _, l := range strings.Split(string(out), "\n") {

@@ -168,15 +168,25 @@ type backend struct {
 	locked  map[uint32]error // generations present but refused (AllowLocked)
 	current uint32           // highest generation held; 0 when unprovisioned
 	srkName string           // hex; refreshed by every operation that creates the SRK
+	wrapped keys.WrappedKeys // format 2: backups of P-256 keys; set once after Open
 
 	probeMu   sync.Mutex
 	probeName []byte // Name of the sealed root the first Probe saw (probe.go)
 }
 
 var (
-	_ keys.Backend     = (*backend)(nil)
-	_ keys.Provisioner = (*backend)(nil)
+	_ keys.Backend         = (*backend)(nil)
+	_ keys.Provisioner     = (*backend)(nil)
+	_ keys.WrappedKeysUser = (*backend)(nil)
 )
+
+// UseWrappedKeys attaches the store of wrapped P-256 keys that format-2
+// generations need.
+func (b *backend) UseWrappedKeys(ws keys.WrappedKeys) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wrapped = ws
+}
 
 // Open connects to the TPM, unseals the root of every generation present
 // and returns the backend; the connection is closed before Open returns.
@@ -398,10 +408,19 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 	if gen < 1 || gen > maxGenerations {
 		return fmt.Errorf("tpm provision: %w: generation %d, want 1-%d", keys.ErrInvalidInput, gen, maxGenerations)
 	}
-	wantFP, err := keys.Fingerprint(root)
+	format := opts.Format
+	if format == 0 {
+		format = keys.FormatHMAC
+	}
+	if !format.Valid() {
+		return fmt.Errorf("tpm provision: %w: key format %d", keys.ErrInvalidInput, format)
+	}
+	wantFP, err := keys.FingerprintOf(format, root)
 	if err != nil {
 		return err
 	}
+	payload := sealedPayload(format, root)
+	defer keys.Zero(payload)
 	h := b.handle(gen)
 	var (
 		kr      *keyring
@@ -462,7 +481,7 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 			}
 		}
 
-		if err := sealRoot(t, srk, root, b.auth, policy, h, old); err != nil {
+		if err := sealRoot(t, srk, payload, b.auth, policy, h, old); err != nil {
 			return err
 		}
 
@@ -477,7 +496,7 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 			return fmt.Errorf("%w: nothing at %#x after EvictControl", errVerify, uint32(h))
 		}
 		got, err := unsealRoot(t, srk, h, name, b.pcrs, b.auth)
-		if err == nil && subtle.ConstantTimeCompare(got, root) != 1 {
+		if err == nil && subtle.ConstantTimeCompare(got, payload) != 1 {
 			keys.Zero(got)
 			err = errVerify
 		}
@@ -618,7 +637,7 @@ func (b *backend) AuthKey(ctx context.Context, label string) (*ecdsa.PublicKey, 
 	if err != nil {
 		return nil, err
 	}
-	_, pub, err := kr.p256(label)
+	_, pub, err := kr.p256For(ctx, b.wrapped, label)
 	if err != nil {
 		return nil, err
 	}
@@ -641,7 +660,7 @@ func (b *backend) SignAuth(ctx context.Context, label string, digest []byte) ([]
 	if err != nil {
 		return nil, err
 	}
-	d, _, err := kr.p256(label)
+	d, _, err := kr.p256For(ctx, b.wrapped, label)
 	if err != nil {
 		return nil, err
 	}
@@ -703,6 +722,7 @@ func (b *backend) Info(ctx context.Context) (keys.BackendInfo, error) {
 	if b.current != 0 {
 		info.Generations = slices.Sorted(maps.Keys(b.gens))
 		info.RootFingerprint = b.gens[b.current].fingerprint
+		info.Format = b.gens[b.current].format
 	}
 	return info, nil
 }
@@ -770,4 +790,40 @@ func (b *backend) destroyKeyrings() error {
 		delete(b.gens, g)
 	}
 	return errors.Join(errs...)
+}
+
+var _ keys.Retirer = (*backend)(nil)
+
+// RetireGeneration evicts generation gen's sealed root from the TPM and
+// destroys its keyring. The current (highest) generation cannot be retired.
+func (b *backend) RetireGeneration(ctx context.Context, gen uint32) error {
+	b.mu.RLock()
+	current, closed := b.current, b.closed
+	b.mu.RUnlock()
+	if closed {
+		return errClosed
+	}
+	if gen == 0 || gen >= current {
+		return fmt.Errorf("tpm: %w: generation %d is not an old generation (current %d)", keys.ErrInvalidInput, gen, current)
+	}
+	h := b.handle(gen)
+	err := b.dev.do(ctx, "retire", func(t transport.TPM) error {
+		_, name, ok, err := persistent(t, h)
+		if err != nil || !ok {
+			return err
+		}
+		return evict(t, h, name)
+	})
+	if err != nil {
+		return fmt.Errorf("tpm: retire generation %d: %w", gen, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var derr error
+	if kr := b.gens[gen]; kr != nil {
+		derr = kr.destroy()
+	}
+	delete(b.gens, gen)
+	b.log.Info("retired generation", logGeneration, gen, logHandle, fmt.Sprintf("%#x", uint32(h)))
+	return derr
 }

@@ -6,12 +6,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"filippo.io/age"
 	"golang.org/x/term"
@@ -19,6 +21,7 @@ import (
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/keys"
 )
 
@@ -64,64 +67,37 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 	fs.Var(&idFiles, "identity", "an age identity file that decrypts one or more of the shares; repeat as needed")
 	prompt := fs.Int("prompt", 0, "also read this many shares typed at the terminal (one cachet-share-v1 line each)")
 	replace := fs.Bool("replace", false, "provision over a root the hardware holds (re-seal a TPM root after an expected PCR change)")
+	backupFile := fs.String("backup", "", "install this backup (cachet backup) as the store first: a new machine gets back every wallet and key")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if len(shareFiles) == 0 && *prompt == 0 {
-		return usageError{"give shares with --share FILE (and --identity FILE) or --prompt N"}
+	if *backupFile != "" && *replace {
+		return usageError{"--backup restores a new machine; it does not go with --replace"}
 	}
-	if len(shareFiles) > 0 && len(idFiles) == 0 {
-		return usageError{"--share needs at least one --identity to decrypt it"}
-	}
-	var ids []age.Identity
-	for _, f := range idFiles {
-		got, err := ceremony.ReadIdentityFile(f)
-		if err != nil {
-			return err
-		}
-		ids = append(ids, got...)
-	}
-	// Every share is read and checked before the hardware is touched.
-	var shares []ceremony.NamedShare
+	shares, err := readShares(shareFiles, idFiles, *prompt)
 	defer func() {
 		for i := range shares {
 			shares[i].Share.Wipe()
 		}
 	}()
-	for _, f := range shareFiles {
-		fh, err := os.Open(f)
-		if err != nil {
-			return fmt.Errorf("share %s: %w", f, err)
-		}
-		s, err := ceremony.DecryptShare(fh, ids)
-		fh.Close()
-		if err != nil {
-			return &ceremony.ShareError{Name: f, Reason: err.Error()}
-		}
-		shares = append(shares, ceremony.NamedShare{Name: f, Share: s})
-	}
-	for i := 1; i <= *prompt; i++ {
-		name := fmt.Sprintf("typed share %d", i)
-		text, err := readSecretLine(fmt.Sprintf("share %d of %d (cachet-share-v1:...): ", i, *prompt))
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		s, err := ceremony.ParseShare(text)
-		if err != nil {
-			return &ceremony.ShareError{Name: name, Reason: err.Error()}
-		}
-		shares = append(shares, ceremony.NamedShare{Name: name, Share: s})
+	if err != nil {
+		return err
 	}
 	if _, err := ceremony.CheckShares(shares, ""); err != nil {
 		return err
 	}
-	a, err := openAppliance(ctx, *cfgPath, openOptions{forReplace: *replace})
-	if err != nil {
-		return err
+	var undo func()
+	if *backupFile != "" {
+		var err error
+		if undo, err = installBackup(ctx, *cfgPath, *backupFile, out); err != nil {
+			return err
+		}
 	}
-	defer a.Close()
-	res, err := ceremony.Restore(ctx, a.backend, a.store, ceremony.RestoreOptions{Shares: shares, Replace: *replace, Actor: operatorActor()})
+	res, err := restoreWith(ctx, *cfgPath, shares, *replace, undo != nil, out)
 	if err != nil {
+		if undo != nil {
+			undo()
+		}
 		return err
 	}
 	used := make([]string, len(res.SharesUsed))
@@ -130,6 +106,71 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "restored root %s (key generation %d) from shares %s\n", res.Fingerprint, res.Generation, strings.Join(used, ", "))
 	return nil
+}
+
+// readShares reads and decrypts the shares given with --share/--identity
+// and --prompt, before any hardware is touched. The caller wipes them.
+func readShares(shareFiles, idFiles []string, prompt int) ([]ceremony.NamedShare, error) {
+	if len(shareFiles) == 0 && prompt == 0 {
+		return nil, usageError{"give shares with --share FILE (and --identity FILE) or --prompt N"}
+	}
+	if len(shareFiles) > 0 && len(idFiles) == 0 {
+		return nil, usageError{"--share needs at least one --identity to decrypt it"}
+	}
+	var ids []age.Identity
+	for _, f := range idFiles {
+		got, err := ceremony.ReadIdentityFile(f)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, got...)
+	}
+	var shares []ceremony.NamedShare
+	for _, f := range shareFiles {
+		fh, err := os.Open(f)
+		if err != nil {
+			return shares, fmt.Errorf("share %s: %w", f, err)
+		}
+		s, err := ceremony.DecryptShare(fh, ids)
+		fh.Close()
+		if err != nil {
+			return shares, &ceremony.ShareError{Name: f, Reason: err.Error()}
+		}
+		shares = append(shares, ceremony.NamedShare{Name: f, Share: s})
+	}
+	for i := 1; i <= prompt; i++ {
+		name := fmt.Sprintf("typed share %d", i)
+		text, err := readSecretLine(fmt.Sprintf("share %d of %d (cachet-share-v1:...): ", i, prompt))
+		if err != nil {
+			return shares, fmt.Errorf("%s: %w", name, err)
+		}
+		s, err := ceremony.ParseShare(text)
+		if err != nil {
+			return shares, &ceremony.ShareError{Name: name, Reason: err.Error()}
+		}
+		shares = append(shares, ceremony.NamedShare{Name: name, Share: s})
+	}
+	return shares, nil
+}
+
+// restoreWith runs the restore ceremony; after a backup was installed, it
+// also verifies the whole audit log with the restored audit key.
+func restoreWith(ctx context.Context, cfgPath string, shares []ceremony.NamedShare, replace, fromBackup bool, out io.Writer) (ceremony.RestoreResult, error) {
+	a, err := openAppliance(ctx, cfgPath, openOptions{forReplace: replace})
+	if err != nil {
+		return ceremony.RestoreResult{}, err
+	}
+	defer a.Close()
+	res, err := ceremony.Restore(ctx, a.backend, a.store, ceremony.RestoreOptions{Shares: shares, Replace: replace, Actor: operatorActor()})
+	if err != nil {
+		return res, err
+	}
+	if fromBackup {
+		if err := verifyAudit(ctx, a, out); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // stdin is shared by every typed share, so a piped stream of several lines
@@ -190,6 +231,9 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(w, "  provisioned\t%v\n", st.Backend.Provisioned)
 	fmt.Fprintf(w, "  key generations\t%v (current %d)\n", st.Backend.Generations, st.Backend.Generation)
+	if st.Backend.Format != 0 {
+		fmt.Fprintf(w, "  key format\t%d\n", st.Backend.Format)
+	}
 	fmt.Fprintf(w, "root fingerprint\t%s\n", orNone(st.Root.Fingerprint))
 	fmt.Fprintf(w, "  in hardware\t%s\n", orNone(st.Root.HardwareFingerprint))
 	fmt.Fprintf(w, "  match\t%v\n", st.Root.Match)
@@ -198,6 +242,20 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(w, "  initialized\t%s\n", st.Root.InitializedAt)
 		if st.Root.RestoredAt != "" {
 			fmt.Fprintf(w, "  restored\t%s\n", st.Root.RestoredAt)
+		}
+	}
+	if r := st.Rotation; r != nil {
+		if r.Pending {
+			fmt.Fprintf(w, "rotation\tfrom generation %d, re-sealing\n", r.FromGeneration)
+		} else {
+			fmt.Fprintf(w, "rotation\tfinished\n")
+		}
+		if len(r.Progress) > 0 {
+			var p custody.ResealProgress
+			if json.Unmarshal(r.Progress, &p) == nil {
+				fmt.Fprintf(w, "  re-seal\t%d done, %d left, %d failed, %.0f blobs/s, ETA %s (at %s)\n", p.Done, p.Remaining, p.Failed, p.PerSecond,
+					(time.Duration(p.ETASeconds) * time.Second).String(), p.UpdatedAt.Format(time.RFC3339))
+			}
 		}
 	}
 	fmt.Fprintf(w, "store\t%s\n", st.Store.Path)

@@ -123,5 +123,9 @@ func openWith(ctx context.Context, cfg *config.Config, o openOptions) (*applianc
 		a.backend.Close()
 		return nil, err
 	}
+	// Key format 2 keeps the wrapped backups of P-256 keys in the store.
+	if u, ok := a.backend.(keys.WrappedKeysUser); ok {
+		u.UseWrappedKeys(a.store)
+	}
 	return a, nil
 }

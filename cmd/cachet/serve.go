@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cachet-custody/cachet/ceremony"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/daemon"
 	"github.com/cachet-custody/cachet/devmode"
@@ -35,6 +36,13 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer a.Close()
+	// An unfinished rotation is re-sealed in the background while the
+	// daemon serves, once the appliance is known to be the right one.
+	if ceremony.CheckReady(ctx, a.backend, a.store) == nil {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		startReseal(rctx, a)
+	}
 	return daemon.Run(ctx, daemon.RunOptions{Config: cfg, Backend: a.backend, Store: a.store, Logger: a.log, Version: version})
 }
 
