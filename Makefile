@@ -13,7 +13,7 @@ DEB_VERSION ?= 0.0.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || go env GOARCH)
 DEB_OUT     ?= dist/cachet_$(DEB_VERSION)_$(DEB_ARCH).deb
 
-.PHONY: run build test lint bench bench-reseal load fuzz faults geth-test bench-signer deps clean deb
+.PHONY: run build test lint bench bench-reseal load fuzz faults geth-test bench-signer bench-clef deps clean deb
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -61,9 +61,12 @@ load: deps build
 geth-test: deps
 	$(GO) test -count=1 -tags gethtest -run 'TestGethExternalSigner' -v -timeout 30m ./cmd/cachet/
 
-# account_signTransaction through a signer endpoint, for BENCHMARKS.md.
+# account_signTransaction through a signer endpoint, and through Clef
+# v1.17.3 (built from the module proxy: minutes when cold), for BENCHMARKS.md.
 bench-signer: deps
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkSignerEndpoint -benchtime 2000x -count 3 ./cmd/cachet/
+bench-clef: deps
+	$(GO) test -count=1 -tags cleftest -run '^$$' -bench BenchmarkClef -benchtime 2000x -count 3 -timeout 30m ./cmd/cachet/
 
 # The long fault runs (swtpm killed and restarted 5 times under load; WAL,
 # database and shm unlinked and the daemon crashed, 3 rounds each), on top

@@ -464,13 +464,19 @@ func BenchmarkSignerEndpoint(b *testing.B) {
 	// The key's own rate limit (authorization_keys.rate_per_second,
 	// default 100/s) would otherwise be what is measured.
 	e := newSignerEnv(b, "", "", "[authorization_keys]\nrate_per_second = 100000\nburst = 100000\n")
-	args := map[string]any{"from": e.shown.addr, "to": common.HexToAddress("0xdead"), "gas": "0x5208", "value": "0x1",
+	benchSignTransaction(b, e.sock, e.shown.addr)
+}
+
+// benchSignTransaction sends geth's account_signTransaction for from over
+// 1, 8 and 32 connections to sock, each connection one request at a time.
+func benchSignTransaction(b *testing.B, sock string, from common.Address) {
+	args := map[string]any{"from": from, "to": common.HexToAddress("0xdead"), "gas": "0x5208", "value": "0x1",
 		"nonce": "0x0", "input": "0x", "chainId": "0x539", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x3b9aca00", "accessList": []any{}}
 	for _, conns := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
 			rs := make([]*rpcConn, conns)
 			for i := range rs {
-				rs[i] = dialRPC(b, e.sock)
+				rs[i] = dialRPC(b, sock)
 			}
 			b.ResetTimer()
 			errs := make(chan error, conns)
