@@ -120,19 +120,30 @@ func (e *Endpoint) wallets(ctx context.Context) ([]exposed, error) {
 }
 
 // wallet finds the exposed wallet of an address parameter. Any other
-// address, a wallet of the app included, is unknown here.
+// address, a wallet of the app included, is unknown here. A wallet's
+// address never changes, so what was found is remembered; custody still
+// checks the wallet (archived, owner, policies) on every request.
 func (e *Endpoint) wallet(ctx context.Context, raw json.RawMessage) (exposed, error) {
 	var s string
 	if json.Unmarshal(raw, &s) != nil || !common.IsHexAddress(s) {
 		return exposed{}, invalidParams("the account must be a 0x-prefixed 20-byte address")
 	}
 	addr := common.HexToAddress(s)
+	e.mu.Lock()
+	id, ok := e.byAddr[addr]
+	e.mu.Unlock()
+	if ok {
+		return exposed{id: id, addr: addr}, nil
+	}
 	ws, err := e.wallets(ctx)
 	if err != nil {
 		return exposed{}, err
 	}
 	for _, w := range ws {
 		if w.addr == addr {
+			e.mu.Lock()
+			e.byAddr[addr] = w.id
+			e.mu.Unlock()
 			return w, nil
 		}
 	}

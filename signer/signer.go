@@ -41,6 +41,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+
 	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
@@ -82,8 +84,9 @@ type Endpoint struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	byAddr map[common.Address]string // exposed wallets found by address
 }
 
 // New checks the options and returns the endpoint.
@@ -116,7 +119,7 @@ func New(o Options) (*Endpoint, error) {
 		pol.GIDs = append(pol.GIDs, uint32(g))
 	}
 	return &Endpoint{opts: o, policy: pol, chainID: ref, http: &http.Client{Timeout: o.Timeout},
-		log: o.Logger.With("signer", c.Name), now: time.Now, conns: map[net.Conn]struct{}{}}, nil
+		log: o.Logger.With("signer", c.Name), now: time.Now, conns: map[net.Conn]struct{}{}, byAddr: map[common.Address]string{}}, nil
 }
 
 // Serve accepts connections on ln until ln is closed or ctx ends; then it
