@@ -19,6 +19,7 @@ import (
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/health"
+	"github.com/cachet-custody/cachet/internal/peercred"
 	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/metrics"
@@ -186,7 +187,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 
 	signersCtx, stopSigners := context.WithCancel(context.WithoutCancel(ctx))
-	signersDone, err := serveSigners(signersCtx, cfg, svc, ak, log)
+	signersDone, signerRefusals, err := serveSigners(signersCtx, cfg, svc, ak, log)
 	if err != nil {
 		stopSigners()
 		ln.Close()
@@ -213,8 +214,10 @@ func Run(ctx context.Context, o RunOptions) error {
 	go srv.watchdog(wdCtx)
 	go purge(wdCtx, svc, log)
 	go every(wdCtx, time.Minute, func() {
-		if err := refusals.flush(wdCtx, alog); err != nil {
-			log.Error("audit of refused peers failed", "error", err)
+		for _, r := range append([]*peerRefusals{refusals}, signerRefusals...) {
+			if err := r.flush(wdCtx, alog); err != nil {
+				log.Error("audit of refused peers failed", "error", err)
+			}
 		}
 	})
 
@@ -246,8 +249,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		recordBy = time.Now().Add(time.Second)
 	}
 	rctx, cancel := context.WithDeadline(context.Background(), recordBy)
-	if err := refusals.flush(rctx, alog); err != nil {
-		log.Error("audit of refused peers failed", "error", err)
+	for _, r := range append([]*peerRefusals{refusals}, signerRefusals...) {
+		if err := r.flush(rctx, alog); err != nil {
+			log.Error("audit of refused peers failed", "error", err)
+		}
 	}
 	if _, err := alog.Record(rctx, audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
@@ -370,27 +375,32 @@ func notify(log *slog.Logger, state string) {
 
 // serveSigners opens the socket of every [[signer]] endpoint and serves it
 // until ctx ends; the WaitGroup is done once all have drained.
-func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, log *slog.Logger) (*sync.WaitGroup, error) {
+func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, log *slog.Logger) (*sync.WaitGroup, []*peerRefusals, error) {
 	wg := &sync.WaitGroup{}
+	var refused []*peerRefusals
 	for _, sc := range cfg.Signers {
 		// A key that does not exist or was deleted would refuse every
 		// call: say so now rather than at the first signature.
 		k, err := ak.Get(ctx, sc.App, sc.AuthorizationKey)
 		if err != nil {
-			return wg, fmt.Errorf("refusing to serve: signer %s: authorization_key %s of app %s: %w", sc.Name, sc.AuthorizationKey, sc.App, err)
+			return wg, nil, fmt.Errorf("refusing to serve: signer %s: authorization_key %s of app %s: %w", sc.Name, sc.AuthorizationKey, sc.App, err)
 		}
 		if k.DeletedAt != nil {
-			return wg, fmt.Errorf("refusing to serve: signer %s: authorization_key %s was deleted", sc.Name, sc.AuthorizationKey)
+			return wg, nil, fmt.Errorf("refusing to serve: signer %s: authorization_key %s was deleted", sc.Name, sc.AuthorizationKey)
 		}
 		rpcURL, _ := cfg.RPCURL(sc.CAIP2)
+		pr := newPeerRefusals()
+		pr.action, pr.prefix = "signer.peer_refused", sc.Name+" "
+		refused = append(refused, pr)
 		ep, err := signer.New(signer.Options{Config: sc, PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
-			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, RPCURL: rpcURL, Logger: log})
+			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, RPCURL: rpcURL, Logger: log,
+			Refused: func(p peercred.Cred) { pr.add(Peer(p)) }})
 		if err != nil {
-			return wg, fmt.Errorf("refusing to serve: %w", err)
+			return wg, nil, fmt.Errorf("refusing to serve: %w", err)
 		}
 		ln, cleanup, err := listenOwn(config.Server{Socket: sc.Socket, SocketMode: sc.Mode(), SocketGroup: sc.SocketGroup})
 		if err != nil {
-			return wg, fmt.Errorf("refusing to serve: signer %s: %w", sc.Name, err)
+			return wg, nil, fmt.Errorf("refusing to serve: signer %s: %w", sc.Name, err)
 		}
 		wg.Add(1)
 		go func() {
@@ -402,5 +412,5 @@ func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service,
 		}()
 		log.Info("serving signer endpoint", "signer", sc.Name, "socket", sc.Socket, "app", sc.App, "wallets", len(sc.Wallets))
 	}
-	return wg, nil
+	return wg, refused, nil
 }

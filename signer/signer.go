@@ -73,6 +73,9 @@ type Options struct {
 	// other methods are forwarded there when other_methods = "forward".
 	RPCURL string
 	Logger *slog.Logger
+	// Refused, if set, is told of each peer refused at connect (the
+	// daemon aggregates them into audit records per uid and minute).
+	Refused func(peercred.Cred)
 }
 
 // Endpoint is one signer endpoint.
@@ -177,6 +180,9 @@ func (e *Endpoint) serveConn(ctx context.Context, c net.Conn) {
 	}
 	if !e.policy.Allows(cred) {
 		e.log.Warn("refused connection from a local user the endpoint does not allow", "uid", cred.UID, "gid", cred.GID, "pid", cred.PID)
+		if e.opts.Refused != nil {
+			e.opts.Refused(cred)
+		}
 		c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 		line, _ := marshalResponse(response{ID: nullID, Error: &rpcError{Code: codeUnauthorized,
 			Message: fmt.Sprintf("uid %d may not use signer endpoint %s (see allowed_uids and allowed_gids of its [[signer]] section)", cred.UID, e.opts.Config.Name)}})

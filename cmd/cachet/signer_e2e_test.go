@@ -420,6 +420,15 @@ func TestSignerPeerRefused(t *testing.T) {
 			if refused == allowed || (allowed && !strings.Contains(string(out), strings.ToLower(e.shown.addr.Hex()))) {
 				t.Fatalf("uid %d, allowed=%v: %s", nobody, allowed, out)
 			}
+			// The refusal is recorded (aggregated per uid; flushed at stop).
+			e.d.stop()
+			want := 0
+			if !allowed {
+				want = 1
+			}
+			if n := countRecords(t, filepath.Join(e.a.dir, "data", "cachet.db"), "signer.peer_refused"); n != want {
+				t.Fatalf("%d signer.peer_refused records, want %d", n, want)
+			}
 		})
 	}
 }
