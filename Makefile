@@ -66,7 +66,7 @@ geth-test: deps
 bench-signer: deps
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkSignerEndpoint -benchtime 2000x -count 3 ./cmd/cachet/
 bench-clef: deps
-	$(GO) test -count=1 -tags cleftest -run '^$$' -bench BenchmarkClef -benchtime 2000x -count 3 -timeout 30m ./cmd/cachet/
+	$(GO) test -count=1 -tags cleftest -run '^$$' -bench BenchmarkClef -benchtime 200x -count 3 -timeout 30m ./cmd/cachet/
 
 # The long fault runs (swtpm killed and restarted 5 times under load; WAL,
 # database and shm unlinked and the daemon crashed, 3 rounds each), on top

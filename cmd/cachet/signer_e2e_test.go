@@ -479,7 +479,8 @@ func BenchmarkSignerEndpoint(b *testing.B) {
 // benchSignTransaction sends geth's account_signTransaction for from over
 // 1, 8 and 32 connections to sock, each connection one request at a time.
 func benchSignTransaction(b *testing.B, sock string, from common.Address) {
-	args := map[string]any{"from": from, "to": common.HexToAddress("0xdead"), "gas": "0x5208", "value": "0x1",
+	args := map[string]any{"from": from.Hex(), "to": common.HexToAddress("0xdead").Hex(), // checksummed, as geth sends them (Clef requires it)
+		"gas": "0x5208", "value": "0x1",
 		"nonce": "0x0", "input": "0x", "chainId": "0x539", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x3b9aca00", "accessList": []any{}}
 	for _, conns := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
