@@ -64,7 +64,9 @@ func BenchmarkClef(b *testing.B) {
 	sum := sha256.Sum256([]byte(rules))
 	clefRun(b, bin, master+"\n", append(flags, "attest", hex.EncodeToString(sum[:]))...)
 
-	srv := exec.Command(bin, append(flags, "--chainid", "1337", "--rules", rulesFile)...)
+	// Clef's own audit log (its default, audit.log in the working
+	// directory) is kept, in the run's directory.
+	srv := exec.Command(bin, append(flags, "--chainid", "1337", "--rules", rulesFile, "--auditlog", filepath.Join(dir, "audit.log"))...)
 	srv.Stdin = strings.NewReader(master + "\n")
 	var log logs
 	srv.Stdout, srv.Stderr = &logWriter{&log}, &logWriter{&log}
