@@ -206,6 +206,9 @@ func (e *Endpoint) serveConn(ctx context.Context, c net.Conn) {
 		if out == nil {
 			continue // notifications only
 		}
+		// A client that stops reading does not hold the connection's
+		// goroutine beyond the timeout.
+		c.SetWriteDeadline(time.Now().Add(e.opts.Timeout))
 		if _, err := w.Write(append(out, '\n')); err != nil {
 			return
 		}
