@@ -187,7 +187,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 
 	signersCtx, stopSigners := context.WithCancel(context.WithoutCancel(ctx))
-	signersDone, signerRefusals, err := serveSigners(signersCtx, cfg, svc, ak, log)
+	signersDone, signerRefusals, err := serveSigners(signersCtx, cfg, svc, ak, alog, log)
 	if err != nil {
 		stopSigners()
 		ln.Close()
@@ -375,7 +375,7 @@ func notify(log *slog.Logger, state string) {
 
 // serveSigners opens the socket of every [[signer]] endpoint and serves it
 // until ctx ends; the WaitGroup is done once all have drained.
-func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, log *slog.Logger) (*sync.WaitGroup, []*peerRefusals, error) {
+func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, alog *audit.Log, log *slog.Logger) (*sync.WaitGroup, []*peerRefusals, error) {
 	wg := &sync.WaitGroup{}
 	var refused []*peerRefusals
 	for _, sc := range cfg.Signers {
@@ -393,7 +393,7 @@ func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service,
 		pr.action, pr.prefix = "signer.peer_refused", sc.Name+" "
 		refused = append(refused, pr)
 		ep, err := signer.New(signer.Options{Config: sc, PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
-			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, RPCURL: rpcURL, Logger: log,
+			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, Audit: alog, RPCURL: rpcURL, Logger: log,
 			Refused: func(p peercred.Cred) { pr.add(Peer(p)) }})
 		if err != nil {
 			return wg, nil, fmt.Errorf("refusing to serve: %w", err)

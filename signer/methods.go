@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/internal/apierr"
@@ -391,6 +392,7 @@ func (e *Endpoint) call(ctx context.Context, cred peercred.Cred, walletID string
 	sig, err := e.opts.AuthKeys.Sign(ctx, c.App, authkeys.Caller{UID: cred.UID, GID: cred.GID, Groups: cred.Groups, Actor: actor},
 		c.AuthorizationKey, authkeys.SignInput{Method: http.MethodPost, URL: url, Body: b, Headers: hdrs})
 	if err != nil {
+		e.recordRefusal(ctx, actor, http.MethodPost+" /v1/authorization_keys/"+c.AuthorizationKey+"/sign", err)
 		return nil, &keyError{err}
 	}
 	sigs, err := quorum.ParseSignatures(sig)
@@ -411,7 +413,26 @@ func (e *Endpoint) call(ctx context.Context, cred peercred.Cred, walletID string
 	}
 	call := custody.Call{App: c.App, Actor: actor, Signed: &custody.Signed{Payload: payload, Sigs: sigs, Expiry: exp},
 		IdempotencyKey: hdrs[quorum.HeaderIdempotencyKey], RequestHash: custody.RequestHash(http.MethodPost, path, b)}
-	return e.opts.Custody.RPC(ctx, call, walletID, b, false)
+	out, err := e.opts.Custody.RPC(ctx, call, walletID, b, false)
+	if err != nil {
+		e.recordRefusal(ctx, actor, http.MethodPost+" "+path, err)
+	}
+	return out, err
+}
+
+// recordRefusal records a refusal that custody did not record itself, as
+// the API socket records every refused request (api.refused), so that a
+// quorum that did not approve leaves the same trace from either socket.
+func (e *Endpoint) recordRefusal(ctx context.Context, actor, target string, err error) {
+	var ce *apierr.Error
+	if e.opts.Audit == nil || !errors.As(err, &ce) || ce.Audited {
+		return
+	}
+	detail, _ := json.Marshal(map[string]any{"endpoint": e.opts.Config.Name, "error": ce.Message})
+	if _, aerr := e.opts.Audit.Record(context.WithoutCancel(ctx), audit.Entry{Actor: actor, Action: "api.refused", Target: target,
+		Decision: audit.DecisionDeny, Detail: string(detail)}); aerr != nil {
+		e.log.Error("audit of a refused request failed", "target", target, "error", aerr)
+	}
 }
 
 // keyError is the authorization key's refusal to sign for this caller.

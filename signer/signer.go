@@ -38,11 +38,13 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
@@ -69,6 +71,9 @@ type Options struct {
 	Timeout  time.Duration
 	Custody  *custody.Service
 	AuthKeys *authkeys.Service
+	// Audit records the refusals custody does not record itself; nil
+	// records none (tests).
+	Audit *audit.Log
 	// RPCURL is the chain's JSON-RPC node from [[chains]], "" for none:
 	// other methods are forwarded there when other_methods = "forward".
 	RPCURL string
@@ -98,8 +103,9 @@ func New(o Options) (*Endpoint, error) {
 	if o.Custody == nil || o.AuthKeys == nil {
 		return nil, errors.New("signer: custody and authorization keys are required")
 	}
-	ref, ok := new(big.Int).SetString(c.CAIP2[len("eip155:"):], 10)
-	if len(c.CAIP2) <= len("eip155:") || !ok {
+	num, isEVM := strings.CutPrefix(c.CAIP2, "eip155:")
+	ref, ok := new(big.Int).SetString(num, 10)
+	if !isEVM || !ok || ref.Sign() <= 0 {
 		return nil, fmt.Errorf("signer %s: caip2 %q is not an EVM chain", c.Name, c.CAIP2)
 	}
 	if o.MaxMessageBytes <= 0 {

@@ -325,6 +325,9 @@ func TestSignerEndpoint(t *testing.T) {
 
 	// A quorum that needs a second approval.
 	r.refused(4100, "needs more approvals", "account_signTransaction", gethArgs(e.strict.addr, 1, false))
+	if n := countDecisions(t, db, "api.refused", "deny", "POST /v1/wallets/"+e.strict.id+"/rpc"); n != 1 {
+		t.Fatalf("%d records of the refusal, want 1 (as the API socket records it)", n)
+	}
 
 	// The policy: 1000 wei passes, 1001 is denied and the denial recorded;
 	// a personal message has no allowing rule.
