@@ -80,6 +80,30 @@ func startLoad(t *testing.T, cl *client.Client, workers int, stop <-chan struct{
 	return l
 }
 
+// waitOK waits until n requests of the load succeeded, so that a fault is
+// injected into a load that really runs, however slow the machine.
+func (l *load) waitOK(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l.mu.Lock()
+		ok := 0
+		for _, o := range l.out {
+			if o.status == 200 {
+				ok++
+			}
+		}
+		l.mu.Unlock()
+		if ok >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests of the load succeeded within 30s", ok, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (l *load) wait() []outcome {
 	l.wg.Wait()
 	l.mu.Lock()
@@ -219,6 +243,7 @@ func TestFaultStoreFilesUnlinkedUnderLoad(t *testing.T) {
 			stop := make(chan struct{})
 			l := startLoad(t, a.client(), 8, stop, createRequest)
 			time.Sleep(time.Second)
+			l.waitOK(t, 20)
 			if err := os.Remove(db + victim); err != nil {
 				t.Fatal(err)
 			}
@@ -518,7 +543,7 @@ func TestFaultRollbackRefused(t *testing.T) {
 			a.wallet(t)
 			d.stop()
 			if r := a.e.ok("audit", "verify", "--config", a.cfg); !strings.Contains(r.stdout, "the hardware anchors checkpoint") {
-				t.Fatalf("audit verify does not report the anchor: %s", r)
+				t.Fatalf("audit verify does not report the anchor: %s\n%s", r, d.output())
 			}
 			for _, f := range []string{db + "-wal", db + "-shm"} {
 				os.Remove(f)

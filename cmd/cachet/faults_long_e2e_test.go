@@ -27,6 +27,7 @@ func TestFaultLongTPMCycles(t *testing.T) {
 		stop := make(chan struct{})
 		l := startLoad(t, a.client(), 32, stop, signRequest(id))
 		time.Sleep(500 * time.Millisecond)
+		l.waitOK(t, 20)
 		kill := time.Now()
 		a.sw.Kill()
 		time.Sleep(2 * time.Second)
@@ -72,7 +73,8 @@ func TestFaultLongUnlinkThenCrash(t *testing.T) {
 				db := filepath.Join(a.dir, "data", "cachet.db")
 				stop := make(chan struct{})
 				l := startLoad(t, a.client(), 16, stop, createRequest)
-				time.Sleep(700 * time.Millisecond)
+				time.Sleep(500 * time.Millisecond)
+				l.waitOK(t, 20)
 				if err := os.Remove(db + victim); err != nil {
 					t.Fatal(err)
 				}
