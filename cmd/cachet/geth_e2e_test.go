@@ -300,8 +300,14 @@ func waitReceipt(t *testing.T, g *gethNode, h common.Hash) receipt {
 	t.Helper()
 	for i := 0; i < 100; i++ {
 		var r *receipt
-		g.call(&r, "eth_getTransactionReceipt", h)
-		if r != nil {
+		err := g.try(&r, "eth_getTransactionReceipt", h)
+		switch {
+		case err != nil && strings.Contains(err.Error(), "transaction indexing is in progress"):
+			// A fresh --dev chain answers this until its indexer has
+			// started: not yet known, ask again.
+		case err != nil:
+			t.Fatalf("geth eth_getTransactionReceipt: %v", err)
+		case r != nil:
 			return *r
 		}
 		time.Sleep(100 * time.Millisecond)
