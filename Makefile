@@ -13,7 +13,7 @@ DEB_VERSION ?= 0.0.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || go env GOARCH)
 DEB_OUT     ?= dist/cachet_$(DEB_VERSION)_$(DEB_ARCH).deb
 
-.PHONY: run build test lint bench bench-reseal load fuzz faults deps clean deb
+.PHONY: run build test lint bench bench-reseal load fuzz faults geth-test bench-signer bench-clef deps clean deb
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -53,6 +53,20 @@ load: deps build
 	./bin/cachet dev token --dir $$dir/dev --sub bench > $$dir/bench.jwt; \
 	$(GO) run ./tools/load --app-file $$dir/dev/app.json --scenarios $(SCENARIOS) --jwt-file $$dir/bench.jwt --json $(LOADJSON) $(LOADFLAGS); rc=$$?; \
 	kill -TERM $$pid; wait $$pid; rm -rf $$dir; exit $$rc
+
+# geth itself with --signer pointing at a [[signer]] endpoint, on a throwaway
+# private network with no peers and a second geth in --dev mode (loopback
+# only). Builds geth from the Go module proxy first: minutes when the Go
+# build cache is cold, so not part of `make test`.
+geth-test: deps
+	$(GO) test -count=1 -tags gethtest -run 'TestGethExternalSigner' -v -timeout 30m ./cmd/cachet/
+
+# account_signTransaction through a signer endpoint, and through Clef
+# v1.17.3 (built from the module proxy: minutes when cold), for BENCHMARKS.md.
+bench-signer: deps
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkSignerEndpoint -benchtime 2000x -count 3 ./cmd/cachet/
+bench-clef: deps
+	$(GO) test -count=1 -tags cleftest -run '^$$' -bench BenchmarkClef -benchtime 200x -count 3 -timeout 30m ./cmd/cachet/
 
 # The long fault runs (swtpm killed and restarted 5 times under load; WAL,
 # database and shm unlinked and the daemon crashed, 3 rounds each), on top

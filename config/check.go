@@ -258,14 +258,103 @@ func (c *Config) Check() []Problem {
 			}
 		}
 	}
+	ps = append(ps, c.checkSigners(ids, chains)...)
+	return ps
+}
+
+// checkSigners validates the [[signer]] endpoints; apps and chains are the
+// configured app ids and CAIP-2 chains.
+func (c *Config) checkSigners(apps, chains map[string]int) []Problem {
+	var ps []Problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, Problem{Key: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	names := map[string]int{}
+	sockets := map[string]string{c.Server.Socket: "server.socket"}
+	for i, e := range c.Signers {
+		key := fmt.Sprintf("signer[%d]", i)
+		if !appIDRE.MatchString(e.Name) {
+			add(key+".name", "%q is not an endpoint name (1-64 of [A-Za-z0-9_-])", e.Name)
+		} else if j, dup := names[e.Name]; dup {
+			add(key+".name", "%q is also signer[%d].name", e.Name, j)
+		} else {
+			names[e.Name] = i
+		}
+		switch {
+		case e.Socket == "":
+			add(key+".socket", "must not be empty")
+		case len(e.Socket) > 107:
+			add(key+".socket", "path is %d bytes; a Unix socket path must be at most 107", len(e.Socket))
+		case sockets[e.Socket] != "":
+			add(key+".socket", "%q is also %s", e.Socket, sockets[e.Socket])
+		default:
+			sockets[e.Socket] = key + ".socket"
+		}
+		if m, err := strconv.ParseUint(e.Mode(), 8, 32); err != nil || m > 0o777 {
+			add(key+".socket_mode", "%q is not an octal file mode like \"0660\"", e.SocketMode)
+		} else if m&0o007 != 0 {
+			add(key+".socket_mode", "%q lets every local user connect; use group access (\"0660\") and allowed_gids", e.SocketMode)
+		} else if m&0o600 != 0o600 {
+			add(key+".socket_mode", "%q denies the daemon's own user; the owner needs read and write (0600)", e.SocketMode)
+		}
+		if e.SocketGroup != "" && !validGroup(e.SocketGroup) {
+			add(key+".socket_group", "%q is not a group name or numeric gid", e.SocketGroup)
+		}
+		if _, ok := apps[e.App]; !ok {
+			add(key+".app", "%q is not the id of an app in [[apps]]", e.App)
+		}
+		if !caip2RE.MatchString(e.CAIP2) {
+			add(key+".caip2", "%q is not an EVM CAIP-2 chain id like \"eip155:1\"", e.CAIP2)
+		}
+		if len(e.Wallets) == 0 {
+			add(key+".wallets", "lists no wallet; an endpoint exposes the wallets listed here and no other")
+		} else if len(e.Wallets) > 1000 {
+			add(key+".wallets", "lists %d wallets; at most 1000", len(e.Wallets))
+		}
+		seen := map[string]int{}
+		for j, w := range e.Wallets {
+			wk := fmt.Sprintf("%s.wallets[%d]", key, j)
+			if !walletIDRE.MatchString(w) {
+				add(wk, "%q is not a wallet id", w)
+			} else if k, dup := seen[w]; dup {
+				add(wk, "%q is also %s.wallets[%d]", w, key, k)
+			} else {
+				seen[w] = j
+			}
+		}
+		for _, l := range []struct {
+			key  string
+			kind string
+			ids  []int
+		}{{key + ".allowed_uids", "uid", e.AllowedUIDs}, {key + ".allowed_gids", "gid", e.AllowedGIDs}} {
+			for j, id := range l.ids {
+				if id < 0 || id > 1<<32-2 {
+					add(fmt.Sprintf("%s[%d]", l.key, j), "%d is not a %s", id, l.kind)
+				}
+			}
+		}
+		if !walletIDRE.MatchString(e.AuthorizationKey) {
+			add(key+".authorization_key", "%q is not the id of an authorization key (`cachet` creates them with POST /v1/authorization_keys)", e.AuthorizationKey)
+		}
+		switch e.OtherMethods {
+		case "", OtherMethodsRefuse:
+		case OtherMethodsForward:
+			if _, ok := chains[e.CAIP2]; !ok && caip2RE.MatchString(e.CAIP2) {
+				add(key+".other_methods", "\"forward\" needs a [[chains]] entry for %s to forward to", e.CAIP2)
+			}
+		default:
+			add(key+".other_methods", "%q is neither \"refuse\" nor \"forward\"", e.OtherMethods)
+		}
+	}
 	return ps
 }
 
 var (
-	appIDRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	caip2RE   = regexp.MustCompile(`^eip155:[1-9][0-9]{0,18}$`)
-	envNameRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
-	groupRE   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`)
+	walletIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	appIDRE    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	caip2RE    = regexp.MustCompile(`^eip155:[1-9][0-9]{0,18}$`)
+	envNameRE  = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+	groupRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}\$?$`)
 )
 
 func validGroup(g string) bool {

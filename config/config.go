@@ -42,6 +42,7 @@ type Config struct {
 	Rotation Rotation      `toml:"rotation"`
 	Apps     []App         `toml:"apps"`
 	Chains   []Chain       `toml:"chains"`
+	Signers  []Signer      `toml:"signer"`
 	path     string        // the file this was read from, for relative paths
 	undec    []toml.Key    // keys the schema does not know
 	meta     toml.MetaData // for "was this key set"
@@ -177,6 +178,45 @@ type Chain struct {
 	RPCURL string `toml:"rpc_url"`
 }
 
+// Signer is a JSON-RPC signer endpoint (package signer): a Unix socket
+// speaking Ethereum's JSON-RPC (geth --signer, ethers, viem, web3) whose
+// signing calls become wallet API requests of App, approved by the
+// appliance-held AuthorizationKey on the caller's behalf.
+type Signer struct {
+	// Name identifies the endpoint in logs and audit records.
+	Name        string `toml:"name"`
+	Socket      string `toml:"socket"`
+	SocketMode  string `toml:"socket_mode"` // "" means "0660"
+	SocketGroup string `toml:"socket_group"`
+	App         string `toml:"app"`
+	// CAIP2 is the chain the endpoint serves (eth_chainId; broadcasts and
+	// forwarded calls go through this chain's [[chains]] node).
+	CAIP2 string `toml:"caip2"`
+	// Wallets are the ids of the wallets the endpoint exposes; every other
+	// wallet is invisible through it.
+	Wallets          []string `toml:"wallets"`
+	AllowedUIDs      []int    `toml:"allowed_uids"`
+	AllowedGIDs      []int    `toml:"allowed_gids"`
+	AuthorizationKey string   `toml:"authorization_key"`
+	// OtherMethods is what happens to a method the endpoint does not
+	// implement: "refuse" (the default) or "forward" to the chain's node.
+	OtherMethods string `toml:"other_methods"`
+}
+
+// Signer endpoint settings' values.
+const (
+	OtherMethodsRefuse  = "refuse"
+	OtherMethodsForward = "forward"
+)
+
+// Mode is the socket's file mode, "0660" when unset. Check has validated it.
+func (s Signer) Mode() string {
+	if s.SocketMode == "" {
+		return "0660"
+	}
+	return s.SocketMode
+}
+
 // Duration is a time.Duration written as a Go duration string ("30s").
 type Duration struct{ time.Duration }
 
@@ -245,8 +285,9 @@ func Default() Config {
 		Rotation: Rotation{ResealBatch: 256},
 		Embedded: Embedded{RecoverLimitPerUser: 10, RecoverLimitPerWallet: 5, AuthShareLimitPerWallet: 120,
 			RateWindow: Duration{time.Hour}, ChallengeLifetime: Duration{5 * time.Minute}},
-		Apps:   []App{},
-		Chains: []Chain{},
+		Apps:    []App{},
+		Chains:  []Chain{},
+		Signers: []Signer{},
 	}
 }
 
@@ -280,7 +321,7 @@ func (e *ProblemsError) Error() string {
 func Parse(path string, data []byte) (*Config, error) {
 	c := Default()
 	// The default lists are replaced, not merged, when the file sets them.
-	c.Server.AllowedUIDs, c.Server.AllowedGIDs, c.Backend.TPM.PCRs, c.Apps, c.Chains = nil, nil, nil, nil, nil
+	c.Server.AllowedUIDs, c.Server.AllowedGIDs, c.Backend.TPM.PCRs, c.Apps, c.Chains, c.Signers = nil, nil, nil, nil, nil, nil
 	c.Server.AdminUIDs, c.Server.AdminGIDs = nil, nil
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
@@ -313,6 +354,9 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	if c.Chains == nil {
 		c.Chains = []Chain{}
+	}
+	if c.Signers == nil {
+		c.Signers = []Signer{}
 	}
 	c.path, c.undec, c.meta = path, md.Undecoded(), md
 	c.resolvePaths()
@@ -364,6 +408,9 @@ func (c *Config) resolvePaths() {
 	c.Backend.TPM.StateFile = abs(c.Backend.TPM.StateFile)
 	c.Server.Socket = abs(c.Server.Socket)
 	c.Metrics.Socket = abs(c.Metrics.Socket)
+	for i := range c.Signers {
+		c.Signers[i].Socket = abs(c.Signers[i].Socket)
+	}
 	c.Backend.PKCS11.PINFile = abs(c.Backend.PKCS11.PINFile)
 	c.Backend.TPM.AuthFile = abs(c.Backend.TPM.AuthFile)
 	for _, a := range c.Apps {

@@ -80,6 +80,9 @@ pin_file = "` + pin + `"
 	app := "[[apps]]\nid = \"app_1\"\nsecret_hash = \"" + HashAppSecret("s") + "\"\n"
 	jwks := writeFile(t, dir, "jwks.json", `{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}`, 0o644)
 	emptyJWKS := writeFile(t, dir, "empty-jwks.json", `{"keys":[]}`, 0o644)
+	sig := func(extra string) string {
+		return "[[signer]]\nname = \"geth\"\nsocket = \"/run/s.ipc\"\napp = \"app_1\"\ncaip2 = \"eip155:1337\"\nwallets = [\"w1\"]\nauthorization_key = \"k1\"\n" + extra
+	}
 	tests := []struct {
 		name    string
 		body    string
@@ -122,6 +125,21 @@ pin_file = "` + pin + `"
 		{"user key lifetime", good + "[api]\nuser_key_lifetime = \"10s\"\n", "api.user_key_lifetime"},
 		{"max user keys", good + "[api]\nmax_user_keys = 0\n", "api.max_user_keys"},
 		{"import key lifetime", good + "[api]\nimport_key_lifetime = \"2h\"\n", "api.import_key_lifetime"},
+		{"signer ok", good + app + sig(""), ""},
+		{"signer bad name", good + app + strings.Replace(sig(""), `"geth"`, `"ge th"`, 1), "signer[0].name"},
+		{"signer dup name", good + app + sig("") + strings.Replace(sig(""), "/run/s.ipc", "/run/t.ipc", 1), "signer[1].name"},
+		{"signer socket of the api", good + app + strings.Replace(sig(""), "/run/s.ipc", "/run/cachet/cachet.sock", 1), "signer[0].socket"},
+		{"signer world socket", good + app + sig("socket_mode = \"0666\"\n"), "signer[0].socket_mode"},
+		{"signer unknown app", good + app + strings.Replace(sig(""), `"app_1"`, `"app_2"`, 1), "signer[0].app"},
+		{"signer bad chain", good + app + strings.Replace(sig(""), "eip155:1337", "eip155:0", 1), "signer[0].caip2"},
+		{"signer no wallets", good + app + strings.Replace(sig(""), `["w1"]`, `[]`, 1), "signer[0].wallets"},
+		{"signer dup wallet", good + app + strings.Replace(sig(""), `["w1"]`, `["w1", "w1"]`, 1), "signer[0].wallets[1]"},
+		{"signer bad uid", good + app + sig("allowed_uids = [-1]\n"), "signer[0].allowed_uids[0]"},
+		{"signer no key", good + app + strings.Replace(sig(""), `authorization_key = "k1"`, "", 1), "signer[0].authorization_key"},
+		{"signer forward without chain", good + app + sig("other_methods = \"forward\"\n"), "signer[0].other_methods"},
+		{"signer forward with chain", good + app + "[[chains]]\ncaip2 = \"eip155:1337\"\nrpc_url = \"http://127.0.0.1:8545\"\n" + sig("other_methods = \"forward\"\n"), ""},
+		{"signer bad other methods", good + app + sig("other_methods = \"proxy\"\n"), "signer[0].other_methods"},
+		{"signer unknown key", good + app + sig("wallet = \"w1\"\n"), "signer.wallet"},
 		{"syntax error", good + "[server\n", "(line 6)"},
 	}
 	for _, tc := range tests {

@@ -8,13 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
-	"syscall"
 	"time"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/cachet-custody/cachet/internal/peercred"
 	"github.com/cachet-custody/cachet/metrics"
 )
 
@@ -43,49 +39,8 @@ func PeerFrom(ctx context.Context) (Peer, error) {
 
 // peerCredentials reads the peer of a Unix socket connection.
 func peerCredentials(c *net.UnixConn) (Peer, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return Peer{}, err
-	}
-	var p Peer
-	var cerr error
-	err = raw.Control(func(fd uintptr) {
-		var uc *unix.Ucred
-		uc, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if cerr != nil {
-			return
-		}
-		p = Peer{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}
-		p.Groups, cerr = peerGroups(int(fd))
-	})
-	if err == nil {
-		err = cerr
-	}
-	return p, err
-}
-
-// peerGroups reads SO_PEERGROUPS (Linux 4.13+). x/sys has the constant but no
-// wrapper for this array-valued option, so the getsockopt call is made here.
-func peerGroups(fd int) ([]uint32, error) {
-	buf := make([]uint32, 64)
-	for {
-		size := uint32(len(buf) * 4)
-		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
-			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&size)), 0)
-		switch errno {
-		case 0:
-			return buf[:size/4], nil
-		case syscall.ERANGE:
-			if size <= uint32(len(buf)*4) || size > 1<<20 {
-				return nil, fmt.Errorf("SO_PEERGROUPS: %w", errno)
-			}
-			buf = make([]uint32, size/4)
-		case syscall.ENOPROTOOPT:
-			return nil, nil // older kernel: primary gid only
-		default:
-			return nil, fmt.Errorf("SO_PEERGROUPS: %w", errno)
-		}
-	}
+	p, err := peercred.Read(c)
+	return Peer{PID: p.PID, UID: p.UID, GID: p.GID, Groups: p.Groups}, err
 }
 
 // PeerPolicy decides which local users may connect.
@@ -98,15 +53,7 @@ type PeerPolicy struct {
 // Allows reports whether p may connect: the daemon's own uid, an allowed
 // uid, or an allowed primary or supplementary group.
 func (pp PeerPolicy) Allows(p Peer) bool {
-	if p.UID == pp.SelfUID || slices.Contains(pp.UIDs, p.UID) || slices.Contains(pp.GIDs, p.GID) {
-		return true
-	}
-	for _, g := range p.Groups {
-		if slices.Contains(pp.GIDs, g) {
-			return true
-		}
-	}
-	return false
+	return peercred.Policy(pp).Allows(peercred.Cred(p))
 }
 
 // peerListener checks every connection's peer as it is accepted, before the

@@ -26,6 +26,10 @@ type peerRefusals struct {
 	since  time.Time
 	byUID  map[uint32]*refusalCount
 	others int // refusals of uids past maxRefusedUIDs
+	// action is the records' action: api.peer_refused unless set (a
+	// [[signer]] endpoint's are signer.peer_refused, target "<name> uid=…").
+	action string
+	prefix string
 }
 
 type refusalCount struct {
@@ -79,7 +83,11 @@ func (r *peerRefusals) flush(ctx context.Context, log *audit.Log) error {
 			detail[k] = v
 		}
 		d, _ := json.Marshal(detail)
-		_, err := log.Record(context.WithoutCancel(ctx), audit.Entry{Actor: "cachet", Action: "api.peer_refused", Target: target,
+		action := r.action
+		if action == "" {
+			action = "api.peer_refused"
+		}
+		_, err := log.Record(context.WithoutCancel(ctx), audit.Entry{Actor: "cachet", Action: action, Target: r.prefix + target,
 			Decision: audit.DecisionDeny, Detail: string(d)})
 		return err
 	}

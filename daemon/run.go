@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -18,9 +19,11 @@ import (
 	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/health"
+	"github.com/cachet-custody/cachet/internal/peercred"
 	"github.com/cachet-custody/cachet/jwtauth"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/metrics"
+	"github.com/cachet-custody/cachet/signer"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
 )
@@ -183,6 +186,14 @@ func Run(ctx context.Context, o RunOptions) error {
 		return fmt.Errorf("refusing to serve: cannot write the audit log: %w", err)
 	}
 
+	signersCtx, stopSigners := context.WithCancel(context.WithoutCancel(ctx))
+	signersDone, signerRefusals, err := serveSigners(signersCtx, cfg, svc, ak, alog, log)
+	if err != nil {
+		stopSigners()
+		ln.Close()
+		return err
+	}
+
 	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
 	auditDone := make(chan struct{})
 	go func() { alog.Run(auditCtx); close(auditDone) }()
@@ -203,8 +214,10 @@ func Run(ctx context.Context, o RunOptions) error {
 	go srv.watchdog(wdCtx)
 	go purge(wdCtx, svc, log)
 	go every(wdCtx, time.Minute, func() {
-		if err := refusals.flush(wdCtx, alog); err != nil {
-			log.Error("audit of refused peers failed", "error", err)
+		for _, r := range append([]*peerRefusals{refusals}, signerRefusals...) {
+			if err := r.flush(wdCtx, alog); err != nil {
+				log.Error("audit of refused peers failed", "error", err)
+			}
 		}
 	})
 
@@ -228,14 +241,18 @@ func Run(ctx context.Context, o RunOptions) error {
 		hs.Close()
 	}
 	cancel()
+	stopSigners()
+	signersDone.Wait()
 	var stopErrs []error
 	recordBy := stopBy.Add(-time.Second)
 	if time.Until(recordBy) < time.Second {
 		recordBy = time.Now().Add(time.Second)
 	}
 	rctx, cancel := context.WithDeadline(context.Background(), recordBy)
-	if err := refusals.flush(rctx, alog); err != nil {
-		log.Error("audit of refused peers failed", "error", err)
+	for _, r := range append([]*peerRefusals{refusals}, signerRefusals...) {
+		if err := r.flush(rctx, alog); err != nil {
+			log.Error("audit of refused peers failed", "error", err)
+		}
 	}
 	if _, err := alog.Record(rctx, audit.Entry{Actor: "cachet", Action: "daemon.stop", Target: info.RootFingerprint, Decision: audit.DecisionAllow}); err != nil {
 		log.Error("audit record of the stop failed", "error", err)
@@ -354,4 +371,46 @@ func notify(log *slog.Logger, state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		log.Error("sd_notify failed", "state", state, "error", err)
 	}
+}
+
+// serveSigners opens the socket of every [[signer]] endpoint and serves it
+// until ctx ends; the WaitGroup is done once all have drained.
+func serveSigners(ctx context.Context, cfg *config.Config, svc *custody.Service, ak *authkeys.Service, alog *audit.Log, log *slog.Logger) (*sync.WaitGroup, []*peerRefusals, error) {
+	wg := &sync.WaitGroup{}
+	var refused []*peerRefusals
+	for _, sc := range cfg.Signers {
+		// A key that does not exist or was deleted would refuse every
+		// call: say so now rather than at the first signature.
+		k, err := ak.Get(ctx, sc.App, sc.AuthorizationKey)
+		if err != nil {
+			return wg, nil, fmt.Errorf("refusing to serve: signer %s: authorization_key %s of app %s: %w", sc.Name, sc.AuthorizationKey, sc.App, err)
+		}
+		if k.DeletedAt != nil {
+			return wg, nil, fmt.Errorf("refusing to serve: signer %s: authorization_key %s was deleted", sc.Name, sc.AuthorizationKey)
+		}
+		rpcURL, _ := cfg.RPCURL(sc.CAIP2)
+		pr := newPeerRefusals()
+		pr.action, pr.prefix = "signer.peer_refused", sc.Name+" "
+		refused = append(refused, pr)
+		ep, err := signer.New(signer.Options{Config: sc, PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
+			MaxMessageBytes: cfg.Server.MaxBodyBytes, Timeout: cfg.Server.WriteTimeout.Duration, Custody: svc, AuthKeys: ak, Audit: alog, RPCURL: rpcURL, Logger: log,
+			Refused: func(p peercred.Cred) { pr.add(Peer(p)) }})
+		if err != nil {
+			return wg, nil, fmt.Errorf("refusing to serve: %w", err)
+		}
+		ln, cleanup, err := listenOwn(config.Server{Socket: sc.Socket, SocketMode: sc.Mode(), SocketGroup: sc.SocketGroup})
+		if err != nil {
+			return wg, nil, fmt.Errorf("refusing to serve: signer %s: %w", sc.Name, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cleanup()
+			if err := ep.Serve(ctx, ln); err != nil {
+				log.Error("signer endpoint stopped", "signer", sc.Name, "error", err)
+			}
+		}()
+		log.Info("serving signer endpoint", "signer", sc.Name, "socket", sc.Socket, "app", sc.App, "wallets", len(sc.Wallets))
+	}
+	return wg, refused, nil
 }

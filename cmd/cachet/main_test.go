@@ -34,6 +34,15 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	if sock := os.Getenv("CACHET_TEST_RPC_SOCKET"); sock != "" {
+		out, err := rpcClientLine(sock, os.Getenv("CACHET_TEST_RPC_LINE"))
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Print(out)
+		os.Exit(0)
+	}
 	if sock := os.Getenv("CACHET_TEST_CLIENT_SOCKET"); sock != "" {
 		code, body, err := clientRequest(sock)
 		if err != nil {

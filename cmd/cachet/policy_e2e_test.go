@@ -103,7 +103,7 @@ func (e *policyEnv) sign(walletID string, signer *ecdsa.PrivateKey, to common.Ad
 	return tx, nil
 }
 
-func pubOf(t *testing.T, k *ecdsa.PrivateKey) string {
+func pubOf(t testing.TB, k *ecdsa.PrivateKey) string {
 	s, err := keys.PublicKeySPKI(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)
