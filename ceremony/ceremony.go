@@ -102,36 +102,19 @@ func Init(ctx context.Context, b keys.Backend, st *store.Store, opts InitOptions
 	if err != nil {
 		return res, err
 	}
-	parts, err := split(root, n, m)
-	if err != nil {
-		return res, fmt.Errorf("init: %w", err)
-	}
-	defer func() {
-		for _, p := range parts {
-			keys.Zero(p)
-		}
-	}()
-
 	// Shares are written before the hardware is provisioned: a root that
 	// reached the hardware but whose shares could not be written would have
 	// no backup. If provisioning fails, the shares of the unused root are
 	// removed again.
-	var files []string
+	files, err := writeShares(opts.OutDir, root, fp, 1, m, n, recips, func(i int) string { return fmt.Sprintf("share-%d-of-%d.age", i, n) })
+	if err != nil {
+		return res, fmt.Errorf("init: %w", err)
+	}
 	defer func() {
 		if err != nil {
-			for _, f := range files {
-				os.Remove(f)
-			}
+			removeAll(files)
 		}
 	}()
-	for i := range parts {
-		s := Share{Fingerprint: fp, Generation: 1, Threshold: m, Count: n, Index: i + 1, Data: parts[i]}
-		path := filepath.Join(opts.OutDir, fmt.Sprintf("share-%d-of-%d.age", i+1, n))
-		if err = writeShareFile(path, &s, recips[i]); err != nil {
-			return res, fmt.Errorf("init: write share %d: %w", i+1, err)
-		}
-		files = append(files, path)
-	}
 	if err = prov.Provision(ctx, root, keys.ProvisionOptions{Generation: 1, Format: format}); err != nil {
 		return res, fmt.Errorf("init: provision %s: %w", info.Kind, err)
 	}
@@ -210,6 +193,39 @@ func split(root []byte, n, m int) ([][]byte, error) {
 		}
 	}
 	return parts, nil
+}
+
+// writeShares splits root into n shares of threshold m, writes share i to
+// the file name(i) in dir encrypted to recips[i-1], and zeroes the parts. On
+// error it removes what it wrote; on success the caller owns the files.
+func writeShares(dir string, root []byte, fp string, gen uint32, m, n int, recips []age.Recipient, name func(i int) string) (files []string, err error) {
+	parts, err := split(root, n, m)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, p := range parts {
+			keys.Zero(p)
+		}
+		if err != nil {
+			removeAll(files)
+		}
+	}()
+	for i := range parts {
+		s := Share{Fingerprint: fp, Generation: gen, Threshold: m, Count: n, Index: i + 1, Data: parts[i]}
+		path := filepath.Join(dir, name(i+1))
+		if err = writeShareFile(path, &s, recips[i]); err != nil {
+			return nil, fmt.Errorf("write share %d: %w", i+1, err)
+		}
+		files = append(files, path)
+	}
+	return files, nil
+}
+
+func removeAll(files []string) {
+	for _, f := range files {
+		os.Remove(f)
+	}
 }
 
 func writeShareFile(path string, s *Share, r age.Recipient) error {

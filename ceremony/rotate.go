@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -151,31 +150,15 @@ func Rotate(ctx context.Context, b keys.Backend, st *store.Store, opts RotateOpt
 	if err != nil {
 		return res, fmt.Errorf("rotate: %w", err)
 	}
-	newParts, err := split(root, n, m)
+	files, err := writeShares(opts.OutDir, root, fp, gen, m, n, recips, func(i int) string { return fmt.Sprintf("share-g%d-%d-of-%d.age", gen, i, n) })
 	if err != nil {
 		return res, fmt.Errorf("rotate: %w", err)
 	}
 	defer func() {
-		for _, p := range newParts {
-			keys.Zero(p)
-		}
-	}()
-	var files []string
-	defer func() {
 		if err != nil {
-			for _, f := range files {
-				os.Remove(f)
-			}
+			removeAll(files)
 		}
 	}()
-	for i := range newParts {
-		s := Share{Fingerprint: fp, Generation: gen, Threshold: m, Count: n, Index: i + 1, Data: newParts[i]}
-		path := filepath.Join(opts.OutDir, fmt.Sprintf("share-g%d-%d-of-%d.age", gen, i+1, n))
-		if err = writeShareFile(path, &s, recips[i]); err != nil {
-			return res, fmt.Errorf("rotate: write share %d: %w", i+1, err)
-		}
-		files = append(files, path)
-	}
 	// The re-wrapped keys are recorded before the generation exists in the
 	// hardware, so that nothing can make a different key under one of their
 	// labels in between. Records of gen left by a rotation that failed

@@ -716,15 +716,7 @@ func (b *backend) Provision(ctx context.Context, root []byte, opts keys.Provisio
 		return fmt.Errorf("hsm: provision generation %d: import root: %w", gen, err)
 	}
 	if err := b.prepare(ctx, gen); err != nil {
-		b.forgetAll()
-		rb := b.p.doWrite(ctx, func(s pkcs11.SessionHandle) error {
-			_, err := b.destroyGeneration(s, gen)
-			return err
-		})
-		if rb != nil {
-			rb = fmt.Errorf("hsm: roll back generation %d: %w", gen, rb)
-		}
-		return errors.Join(fmt.Errorf("hsm: provision generation %d: %w", gen, err), rb)
+		return b.rollBack(ctx, gen, fmt.Errorf("hsm: provision generation %d: %w", gen, err))
 	}
 	b.log.Info("pkcs11 token provisioned", logToken, b.p.label, logGen, gen, logReplaced, removed)
 	return nil
@@ -749,4 +741,18 @@ func (b *backend) forgetAll() {
 	clear(b.handles)
 	clear(b.points)
 	b.gens = nil
+}
+
+// rollBack removes what a failed provisioning of gen left in the token and
+// returns cause joined with any failure to remove it.
+func (b *backend) rollBack(ctx context.Context, gen uint32, cause error) error {
+	b.forgetAll()
+	rb := b.p.doWrite(ctx, func(s pkcs11.SessionHandle) error {
+		_, err := b.destroyGeneration(s, gen)
+		return err
+	})
+	if rb != nil {
+		rb = fmt.Errorf("hsm: roll back generation %d: %w", gen, rb)
+	}
+	return errors.Join(cause, rb)
 }

@@ -8,8 +8,6 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/miekg/pkcs11"
@@ -112,19 +110,7 @@ func wrapKey(gen uint32) objKey { return objKey{pkcs11.CKO_SECRET_KEY, wrapLabel
 
 // parseMarkerLabel returns the generation of a format-2 marker's label.
 func parseMarkerLabel(label string) (uint32, bool) {
-	rest, ok := strings.CutPrefix(label, labelPrefix)
-	if !ok {
-		return 0, false
-	}
-	num, ok := strings.CutSuffix(rest, "/format2")
-	if !ok {
-		return 0, false
-	}
-	g, err := strconv.ParseUint(num, 10, 32)
-	if err != nil || g == 0 || markerLabel(uint32(g)) != label {
-		return 0, false
-	}
-	return uint32(g), true
+	return parseGenLabel(label, "/format2", markerLabel)
 }
 
 // deriveRootTemplate imports the format-2 root as a session object that can
@@ -321,15 +307,7 @@ func (b *backend) provisionDerive(ctx context.Context, gen uint32, root []byte) 
 		return nil
 	})
 	if err != nil {
-		b.forgetAll()
-		rb := b.p.doWrite(ctx, func(s pkcs11.SessionHandle) error {
-			_, err := b.destroyGeneration(s, gen)
-			return err
-		})
-		if rb != nil {
-			rb = fmt.Errorf("hsm: roll back generation %d: %w", gen, rb)
-		}
-		return errors.Join(fmt.Errorf("hsm: provision generation %d (key format 2): %w", gen, err), rb)
+		return b.rollBack(ctx, gen, fmt.Errorf("hsm: provision generation %d (key format 2): %w", gen, err))
 	}
 	return nil
 }

@@ -26,17 +26,21 @@ func p256Label(gen uint32, label string) string { return genPrefix(gen) + "p256/
 
 // parseRootLabel returns the generation of a root object's label. It accepts
 // only the exact form rootLabel writes, so "cachet/g01/root" is not gen 1.
-func parseRootLabel(label string) (uint32, bool) {
+func parseRootLabel(label string) (uint32, bool) { return parseGenLabel(label, "/root", rootLabel) }
+
+// parseGenLabel returns the generation of a label labelPrefix + gen +
+// suffix, accepting only the exact form that format writes.
+func parseGenLabel(label, suffix string, format func(uint32) string) (uint32, bool) {
 	rest, ok := strings.CutPrefix(label, labelPrefix)
 	if !ok {
 		return 0, false
 	}
-	num, ok := strings.CutSuffix(rest, "/root")
+	num, ok := strings.CutSuffix(rest, suffix)
 	if !ok {
 		return 0, false
 	}
 	g, err := strconv.ParseUint(num, 10, 32)
-	if err != nil || g == 0 || rootLabel(uint32(g)) != label {
+	if err != nil || g == 0 || format(uint32(g)) != label {
 		return 0, false
 	}
 	return uint32(g), true

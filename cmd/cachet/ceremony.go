@@ -75,11 +75,7 @@ func runRestore(ctx context.Context, args []string, out io.Writer) error {
 		return usageError{"--backup restores a new machine; it does not go with --replace"}
 	}
 	shares, err := readShares(shareFiles, idFiles, *prompt)
-	defer func() {
-		for i := range shares {
-			shares[i].Share.Wipe()
-		}
-	}()
+	defer wipeShares(shares)
 	if err != nil {
 		return err
 	}
@@ -430,4 +426,11 @@ func runConfig(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%s: %s: %s\n", path, p.Key, p.Reason)
 	}
 	return exitError{fmt.Errorf("%d problem(s)", len(problems)), 1}
+}
+
+// wipeShares zeroes the shares a ceremony read, once it is done with them.
+func wipeShares(shares []ceremony.NamedShare) {
+	for i := range shares {
+		shares[i].Share.Wipe()
+	}
 }

@@ -54,11 +54,7 @@ func runRotate(ctx context.Context, args []string, out io.Writer) error {
 		return usageError{"--operator (one per new operator), --threshold and --out are required, with m current shares"}
 	}
 	shares, err := readShares(shareFiles, idFiles, *prompt)
-	defer func() {
-		for i := range shares {
-			shares[i].Share.Wipe()
-		}
-	}()
+	defer wipeShares(shares)
 	if err != nil {
 		return err
 	}
