@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cachet-custody/cachet/audit"
@@ -61,9 +62,13 @@ type Signed struct {
 	Sigs    [][]byte
 	Expiry  time.Time // zero when the request carries none
 
+	// mu guards approvals and sigs: the daemon gives each request its own
+	// Signed, but a caller of the package may run one Call on several
+	// goroutines (the same request sent concurrently), and each must still
+	// be authorized on its own.
+	mu sync.Mutex
 	// approvals are the owners whose approval was verified outside the
-	// writer, for the checks inside it (see authorizeOwner). A Signed
-	// serves one request, on one goroutine.
+	// writer, for the checks inside it (see authorizeOwner).
 	approvals map[string]*ownerApproval
 	// sigs does each signature's cryptography once for the request,
 	// however many quorums it is checked against.
@@ -72,10 +77,30 @@ type Signed struct {
 
 // signatures are the request's signatures, prepared once.
 func (sg *Signed) signatures() *quorum.Signatures {
+	sg.mu.Lock()
+	defer sg.mu.Unlock()
 	if sg.sigs == nil {
 		sg.sigs = quorum.NewSignatures(sg.Payload, sg.Sigs)
 	}
 	return sg.sigs
+}
+
+// approval returns the approval of owner recorded outside the writer.
+func (sg *Signed) approval(owner string) (a *ownerApproval, recorded, ok bool) {
+	sg.mu.Lock()
+	defer sg.mu.Unlock()
+	a, ok = sg.approvals[owner]
+	return a, sg.approvals != nil, ok
+}
+
+// approve records the approval of owner verified outside the writer.
+func (sg *Signed) approve(owner string, a *ownerApproval) {
+	sg.mu.Lock()
+	defer sg.mu.Unlock()
+	if sg.approvals == nil {
+		sg.approvals = map[string]*ownerApproval{}
+	}
+	sg.approvals[owner] = a
 }
 
 // Call is who asks, and how.

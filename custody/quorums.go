@@ -330,19 +330,20 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 	if ownerID == "" {
 		return nil
 	}
-	if tx, inWriter := q.(txq); inWriter && sg != nil && sg.approvals != nil {
-		a, ok := sg.approvals[ownerID]
-		if !ok {
-			return errorf(Conflict, "The owner of %s changed while the request was being authorized; nothing was changed. Send the request again.", what)
+	if tx, inWriter := q.(txq); inWriter && sg != nil {
+		if a, recorded, ok := sg.approval(ownerID); recorded {
+			if !ok {
+				return errorf(Conflict, "The owner of %s changed while the request was being authorized; nothing was changed. Send the request again.", what)
+			}
+			same, err := quorumsUnchanged(tx.tx, a.versions)
+			if err != nil {
+				return err
+			}
+			if !same {
+				return errorf(Conflict, "The owner of %s changed while the request was being authorized; nothing was changed. Send the request again.", what)
+			}
+			return s.userKeysLive(tx.tx, a.userKeys)
 		}
-		same, err := quorumsUnchanged(tx.tx, a.versions)
-		if err != nil {
-			return err
-		}
-		if !same {
-			return errorf(Conflict, "The owner of %s changed while the request was being authorized; nothing was changed. Send the request again.", what)
-		}
-		return s.userKeysLive(tx.tx, a.userKeys)
 	}
 	owner, err := s.loadQuorum(ctx, q, app, ownerID)
 	if err != nil {
@@ -372,10 +373,7 @@ func (s *Service) authorizeOwner(ctx context.Context, q querier, app, ownerID st
 		return errorf(Unauthorized, "The authorization signatures do not meet the threshold of the owner of %s (key quorum %s needs %d).", what, ownerID, vq.Threshold)
 	}
 	if _, inWriter := q.(txq); !inWriter {
-		if sg.approvals == nil {
-			sg.approvals = map[string]*ownerApproval{}
-		}
-		sg.approvals[ownerID] = &ownerApproval{versions: versions, userKeys: used}
+		sg.approve(ownerID, &ownerApproval{versions: versions, userKeys: used})
 		s.authorized()
 	}
 	return nil

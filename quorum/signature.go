@@ -236,10 +236,13 @@ func Verify(payload []byte, sigs [][]byte, candidates []string, userKeys map[str
 // additional signers; an owner checked outside the writer and again inside
 // it) with each signature's cryptography done once: its keys recovered once,
 // and its match with a key confirmed by ecdsa.VerifyASN1 once. Later checks
-// are map lookups. A Signatures serves one goroutine.
+// are map lookups. A Signatures is safe for concurrent use.
 type Signatures struct {
 	digest [32]byte
 	sigs   [][]byte
+	// mu guards the two memos; the cryptography runs outside it, so two
+	// goroutines may both do a check once, never a wrong one.
+	mu sync.Mutex
 	// recovered maps a distinct signature to its recovered key points.
 	recovered map[string][][]byte
 	// confirmed maps a signature and a point to whether the signature
@@ -315,11 +318,16 @@ func (s *Signatures) SignedBy(spki string) bool {
 
 // keysOf returns the recovered key points of sig, recovering them once.
 func (s *Signatures) keysOf(sig []byte) [][]byte {
-	if ks, ok := s.recovered[string(sig)]; ok {
+	s.mu.Lock()
+	ks, ok := s.recovered[string(sig)]
+	s.mu.Unlock()
+	if ok {
 		return ks
 	}
-	ks := recoverKeys(s.digest[:], sig)
+	ks = recoverKeys(s.digest[:], sig)
+	s.mu.Lock()
 	s.recovered[string(sig)] = ks
+	s.mu.Unlock()
 	return ks
 }
 
@@ -327,12 +335,17 @@ func (s *Signatures) keysOf(sig []byte) [][]byte {
 // each pair once.
 func (s *Signatures) verifies(sig []byte, point string) bool {
 	k := string(sig) + "\x00" + point
-	if ok, done := s.confirmed[k]; done {
+	s.mu.Lock()
+	ok, done := s.confirmed[k]
+	s.mu.Unlock()
+	if done {
 		return ok
 	}
 	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), []byte(point))
-	ok := err == nil && ecdsa.VerifyASN1(pub, s.digest[:], sig)
+	ok = err == nil && ecdsa.VerifyASN1(pub, s.digest[:], sig)
+	s.mu.Lock()
 	s.confirmed[k] = ok
+	s.mu.Unlock()
 	return ok
 }
 

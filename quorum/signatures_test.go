@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"reflect"
+	"sync"
 	"testing"
 )
 
@@ -58,5 +59,46 @@ func TestSignaturesCheckOnce(t *testing.T) {
 	}
 	if n := len(s.confirmed); n != 3 {
 		t.Errorf("%d confirmations for 3 distinct signatures", n)
+	}
+}
+
+// One Signatures checked from several goroutines at once (the same request
+// run concurrently) gives each the answer Verify gives; under -race this
+// also shows its memos are guarded.
+func TestSignaturesConcurrentUse(t *testing.T) {
+	payload := []byte(`{"body":{},"headers":{"privy-app-id":"app"},"method":"POST","url":"http://localhost/x","version":1}`)
+	d := Digest(payload)
+	var keys []string
+	var sigs [][]byte
+	for range 3 {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		keys = append(keys, CanonicalPublicKey(&k.PublicKey))
+		sig, err := ecdsa.SignASN1(rand.Reader, k, d[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigs = append(sigs, sig)
+	}
+	want, err := Verify(payload, sigs, keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSignatures(payload, sigs)
+	got := make([]Approvals, 8)
+	errs := make([]error, 8)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Go(func() {
+			got[i], errs[i] = s.Verify(keys, nil)
+			if !s.SignedBy(keys[i%3]) {
+				errs[i] = errors.New("SignedBy missed a signer")
+			}
+		})
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || !reflect.DeepEqual(got[i], want) {
+			t.Errorf("goroutine %d: %v, %v; want %v", i, got[i], errs[i], want)
+		}
 	}
 }
