@@ -117,6 +117,11 @@ type Store struct {
 	Path     string `toml:"path"`
 	MaxBatch int    `toml:"max_batch"`
 	Readers  int    `toml:"readers"`
+	// CheckBeforeServing runs PRAGMA quick_check before the daemon serves
+	// (start-up then grows with the database: 3.6 s at a million wallets)
+	// instead of while it serves, with the release gate closing if it
+	// finds corruption.
+	CheckBeforeServing bool `toml:"check_before_serving"`
 }
 
 // Audit configures the audit log's signed checkpoints.
