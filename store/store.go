@@ -97,7 +97,7 @@ type Store struct {
 	health       atomic.Pointer[healthState]
 	// integrity is what the last QuickCheck found (see Integrity).
 	integrity atomic.Pointer[string]
-	probeN       atomic.Uint64
+	probeN    atomic.Uint64
 
 	mu      sync.RWMutex // guards closed against sends on reqs
 	closed  bool
