@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cachet-custody/cachet/policy"
 	"github.com/cachet-custody/cachet/store"
@@ -38,6 +39,10 @@ type storedPolicies struct {
 	pols map[string]compiledPolicy
 	aggs map[string]*policy.CompiledAggregation
 	sets map[string]indexedSet
+	// legacyGone is set once aggregation_events_legacy was read empty from
+	// committed data: nothing writes to it, so it stays empty and Sum stops
+	// asking it.
+	legacyGone atomic.Bool
 }
 
 // indexedSet is a condition set's items, indexed once per version: every
@@ -190,15 +195,35 @@ func (r resolvers) Aggregation(id string) (*policy.CompiledAggregation, error) {
 // running totals are exact: they are written in the single writer's
 // transaction, each from the one before it.
 func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
-	hi, err := r.runningAt(q, q.Until.UnixMilli())
+	// One statement for the running totals at both ends and the key's first
+	// remaining contribution: what runningAt needs at each end.
+	const key = `aggregation_id = ? AND wallet_id = ? AND group_key = ?`
+	var hi, lo, first, firstAmount sql.NullString
+	k := []any{q.AggregationID, q.WalletID, q.GroupKey}
+	args := append(append(append(append(append(append([]any{}, k...), q.Until.UnixMilli()), k...), q.Since.UnixMilli()), k...), k...)
+	err := r.q.QueryRowContext(r.ctx, `SELECT
+		(SELECT running FROM aggregation_events WHERE `+key+` AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1),
+		(SELECT running FROM aggregation_events WHERE `+key+` AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1),
+		(SELECT running FROM aggregation_events WHERE `+key+` ORDER BY at, rowid LIMIT 1),
+		(SELECT amount FROM aggregation_events WHERE `+key+` ORDER BY at, rowid LIMIT 1)`, args...).Scan(&hi, &lo, &first, &firstAmount)
 	if err != nil {
 		return nil, err
 	}
-	lo, err := r.runningAt(q, q.Since.UnixMilli())
+	at := func(running sql.NullString) (*big.Int, error) {
+		return runningAt(q.AggregationID, running, first, firstAmount)
+	}
+	sum, err := at(hi)
 	if err != nil {
 		return nil, err
 	}
-	sum := hi.Sub(hi, lo)
+	l, err := at(lo)
+	if err != nil {
+		return nil, err
+	}
+	sum.Sub(sum, l)
+	if r.e != nil && r.e.legacyGone.Load() {
+		return sum, nil
+	}
 	legacy, err := r.legacySum(q)
 	if err != nil {
 		return nil, err
@@ -206,30 +231,24 @@ func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
 	return sum.Add(sum, legacy), nil
 }
 
-// runningAt is the running total of q's key over its contributions with at
-// <= ms. With none left at or before ms (none yet, or the purge removed
-// them), it is the total before the key's first remaining contribution:
-// that row's running total less its amount.
-func (r resolvers) runningAt(q policy.SumQuery, ms int64) (*big.Int, error) {
-	var running, amount string
-	err := r.q.QueryRowContext(r.ctx, `SELECT running, '0' FROM aggregation_events
-		WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ? AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1`,
-		q.AggregationID, q.WalletID, q.GroupKey, ms).Scan(&running, &amount)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = r.q.QueryRowContext(r.ctx, `SELECT running, amount FROM aggregation_events
-			WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ? ORDER BY at, rowid LIMIT 1`,
-			q.AggregationID, q.WalletID, q.GroupKey).Scan(&running, &amount)
-		if errors.Is(err, sql.ErrNoRows) {
-			return new(big.Int), nil
-		}
+// runningAt is the running total of a key at a time: the running total of
+// its last contribution then, or with none left at or before it (none yet,
+// or the purge removed them) the total before the key's first remaining
+// contribution, that row's running total less its amount; 0 for a key
+// without contributions.
+func runningAt(aggregation string, running, first, firstAmount sql.NullString) (*big.Int, error) {
+	amount := "0"
+	switch {
+	case running.Valid:
+	case first.Valid:
+		running, amount = first, firstAmount.String
+	default:
+		return new(big.Int), nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	v, ok1 := new(big.Int).SetString(running, 10)
+	v, ok1 := new(big.Int).SetString(running.String, 10)
 	a, ok2 := new(big.Int).SetString(amount, 10)
 	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("aggregation %s holds a malformed amount", q.AggregationID)
+		return nil, fmt.Errorf("aggregation %s holds a malformed amount", aggregation)
 	}
 	return v.Sub(v, a), nil
 }
@@ -237,6 +256,16 @@ func (r resolvers) runningAt(q policy.SumQuery, ms int64) (*big.Int, error) {
 // legacySum sums contributions recorded before running totals existed, one
 // by one; the purge empties their table within the longest window.
 func (r resolvers) legacySum(q policy.SumQuery) (*big.Int, error) {
+	if r.committed && r.e != nil {
+		var left bool
+		if err := r.q.QueryRowContext(r.ctx, `SELECT EXISTS (SELECT 1 FROM aggregation_events_legacy)`).Scan(&left); err != nil {
+			return nil, err
+		}
+		if !left {
+			r.e.legacyGone.Store(true)
+			return new(big.Int), nil
+		}
+	}
 	rows, err := r.q.QueryContext(r.ctx, `SELECT amount FROM aggregation_events_legacy
 		WHERE aggregation_id = ? AND wallet_id = ? AND group_key = ? AND at > ? AND at <= ?`,
 		q.AggregationID, q.WalletID, q.GroupKey, q.Since.UnixMilli(), q.Until.UnixMilli())
