@@ -33,9 +33,10 @@ func (s *Store) Meta(ctx context.Context, key string) (value string, ok bool, er
 	return value, true, nil
 }
 
-// AllMeta reads every meta value.
+// AllMeta reads every meta value but the appliances' heartbeats (see
+// Appliances).
 func (s *Store) AllMeta(ctx context.Context) (map[string]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT key, value FROM meta ORDER BY key`)
+	rows, err := s.r.QueryContext(ctx, `SELECT key, value FROM meta WHERE key NOT LIKE 'appliance/%' ORDER BY key`)
 	if err != nil {
 		return nil, fmt.Errorf("read meta: %w", err)
 	}
@@ -87,6 +88,12 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, err
 	}
 	st := Stats{Path: s.path, SchemaVersion: v}
+	if s.kind == KindPostgres {
+		if err := s.r.QueryRowContext(ctx, `SELECT pg_database_size(current_database())`).Scan(&st.SizeBytes); err != nil {
+			return Stats{}, fmt.Errorf("database size: %w", err)
+		}
+		return st, nil
+	}
 	if fi, err := os.Stat(s.path); err == nil {
 		st.SizeBytes = fi.Size()
 	}
