@@ -14,10 +14,15 @@ import (
 // uses, and SQL that needed more was changed at its caller to a form both
 // databases accept:
 //
-//   - `?` placeholders become `$1`, `$2`, ...
+//   - `?` placeholders become `$1`, `$2`, ..., and SQLite's numbered `?NNN`
+//     becomes `$NNN` (a plain `?` after it takes the next number, as in
+//     SQLite)
 //   - a blob literal x'ab' becomes '\xab'::bytea
 //   - instr(a, b) becomes strpos(a, b)
 //   - LIMIT -1 (no limit) becomes LIMIT ALL
+//
+// SQLite's JSON functions (json_each, json_extract) are not rewritten: the
+// PostgreSQL store defines them (pgFunctions, migrate.go).
 //
 // Text inside string literals, quoted identifiers and comments is never
 // changed.
@@ -50,6 +55,18 @@ func rewrite(q string) string {
 			b.WriteString(q[i:end])
 			i = end
 		case c == '?':
+			j := i + 1
+			for j < len(q) && q[j] >= '0' && q[j] <= '9' {
+				j++
+			}
+			if j > i+1 {
+				k, _ := strconv.Atoi(q[i+1 : j])
+				n = max(n, k)
+				b.WriteByte('$')
+				b.WriteString(q[i+1 : j])
+				i = j
+				continue
+			}
 			n++
 			b.WriteByte('$')
 			b.WriteString(strconv.Itoa(n))

@@ -94,8 +94,33 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("take the migration lock: %w", err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", migrateLockKey)
+	if _, err := conn.ExecContext(ctx, pgFunctions); err != nil {
+		return fmt.Errorf("create the SQLite JSON functions: %w", err)
+	}
 	return migrate(ctx, conn, KindPostgres)
 }
+
+// pgFunctions gives PostgreSQL the SQLite JSON functions the code's queries
+// use, with SQLite's results for the documents Cachet stores (JSON arrays of
+// strings or objects; paths of the form $.name). They are defined, not
+// rewritten, because their results feed other expressions (json_each's value
+// is a string for a string element and JSON text for an object, as in
+// SQLite). CREATE OR REPLACE keeps this idempotent.
+const pgFunctions = `
+CREATE OR REPLACE FUNCTION json_each(doc text) RETURNS TABLE(value text)
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT CASE WHEN json_typeof(e) = 'string' THEN e #>> '{}' ELSE e::text END
+	FROM json_array_elements(doc::json) AS e
+$$;
+CREATE OR REPLACE FUNCTION json_each(doc text, path text) RETURNS TABLE(value text)
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT json_each(json_extract_path(doc::json, VARIADIC string_to_array(substr(path, 3), '.'))::text)
+$$;
+CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT json_extract_path_text(doc::json, VARIADIC string_to_array(substr(path, 3), '.'))
+$$;
+`
 
 func migrate(ctx context.Context, db migrationDB, kind string) error {
 	ms, err := loadMigrationsFor(kind)

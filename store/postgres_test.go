@@ -43,6 +43,7 @@ func TestRewrite(t *testing.T) {
 		{`SELECT x FROM t ORDER BY a LIMIT -1 OFFSET ?`, `SELECT x FROM t ORDER BY a LIMIT ALL OFFSET $1`},
 		{`SELECT x FROM t LIMIT ?`, `SELECT x FROM t LIMIT $1`},
 		{`SELECT max_x, x FROM t`, `SELECT max_x, x FROM t`},
+		{`SELECT a FROM t WHERE b = ?1 OR c = ?1 AND d = ?`, `SELECT a FROM t WHERE b = $1 OR c = $1 AND d = $2`},
 	} {
 		if got := rewrite(c.in); got != c.want {
 			t.Errorf("rewrite(%q)\n got %q\nwant %q", c.in, got, c.want)
@@ -138,6 +139,29 @@ func TestPostgresOpen(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// SQLite's JSON functions, as the code uses them.
+	for _, c := range []struct{ q string }{
+		{`SELECT COUNT(*) FROM json_each('["a","b"]') WHERE value = ?`},
+		{`SELECT COUNT(*) FROM json_each('[{"signer_id":"q1","override_policy_ids":["p1"]},{"signer_id":"b"}]') j WHERE json_extract(j.value, '$.signer_id') = ?1`},
+		{`SELECT COUNT(*) FROM json_each('[{"signer_id":"q1","override_policy_ids":["p1"]},{"signer_id":"b"}]') s, json_each(s.value, '$.override_policy_ids') o WHERE o.value = ?`},
+	} {
+		for _, arg := range []string{"a", "q1", "p1", "[]"} {
+			var n int
+			if err := s.QueryRowContext(ctx, c.q, arg).Scan(&n); err != nil {
+				t.Fatalf("%s with %q: %v", c.q, arg, err)
+			}
+			want := 0
+			switch {
+			case strings.Contains(c.q, `'["a","b"]'`) && arg == "a",
+				strings.Contains(c.q, "signer_id') =") && arg == "q1",
+				strings.Contains(c.q, "o.value") && arg == "p1":
+				want = 1
+			}
+			if n != want {
+				t.Errorf("%s with %q: %d rows, want %d", c.q, arg, n, want)
+			}
+		}
 	}
 	k, err := s.PutWrappedKey(ctx, keys.WrappedKey{Generation: 1, Label: "l", Wrapped: []byte{1}, Public: []byte{2}})
 	if err != nil || k.Wrapped[0] != 1 {

@@ -29,11 +29,11 @@ import (
 
 // Server is a running test PostgreSQL server.
 type Server struct {
-	dir  string // the temporary directory: data/, sock/, log
-	bin  string
-	uid  int // the user the server runs as when we are root; -1 otherwise
-	gid  int
-	n    atomic.Int64
+	dir string // the temporary directory: data/, sock/, log
+	bin string
+	uid int // the user the server runs as when we are root; -1 otherwise
+	gid int
+	n   atomic.Int64
 }
 
 // Bin returns the directory of PostgreSQL's server binaries: $PG_BIN, or
