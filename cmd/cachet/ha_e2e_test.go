@@ -60,7 +60,12 @@ func storeSection(dsn, name string) string {
 
 func newHACluster(t *testing.T) *haCluster {
 	t.Helper()
-	c := &haCluster{dsn: pgServer(t).NewDatabase(t)}
+	return newHAClusterOn(t, pgServer(t))
+}
+
+func newHAClusterOn(t *testing.T, srv *testpg.Server) *haCluster {
+	t.Helper()
+	c := &haCluster{dsn: srv.NewDatabase(t)}
 	c.a = newAppliance(t, config.KindPKCS11)
 	c.a.cfg = c.a.writeConfigWith("ha.toml", c.a.backendSection(""), "", storeSection(c.dsn, "hsm-1"))
 	c.b = newAppliance(t, config.KindTPM)
