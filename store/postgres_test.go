@@ -258,3 +258,18 @@ func TestPostgresConnectionLost(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The DSN's password, and the one given apart, never appear in an error.
+func TestPostgresErrorsHideThePassword(t *testing.T) {
+	for _, c := range []PostgresConfig{
+		{DSN: "host=/nonexistent-cachet-dir user=u password=s3cr3t dbname=x connect_timeout=2"},
+		{DSN: "postgres://u:s3cr3t@localhost/x?host=/nonexistent-cachet-dir&connect_timeout=2"},
+		{DSN: "host=/nonexistent-cachet-dir user=u dbname=x connect_timeout=2", Password: "s3cr3t"},
+		{DSN: "postgres://u:s3cr3t@local host:badport/x"},
+	} {
+		_, err := OpenPostgres(context.Background(), c, Options{})
+		if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("OpenPostgres(%q): %v", c.DSN, err)
+		}
+	}
+}
