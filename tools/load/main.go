@@ -75,8 +75,8 @@ func main() {
 
 type options struct {
 	appFile, scenarios, levels, jwtFile, jsonOut, sockets string
-	perLevel, seed                               int
-	boundFor                                     time.Duration
+	perLevel, seed                                        int
+	boundFor                                              time.Duration
 }
 
 // result is one scenario at one concurrency, as printed and as JSON.
