@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,6 +140,7 @@ func newBackend(t testing.TB, logger *slog.Logger) keys.Backend {
 // every record and checkpoint.
 func (e *env) verifyAudit() {
 	t := e.t
+	e.checkWalletQuorums()
 	n := e.count(`SELECT COUNT(*) FROM audit_records`)
 	if _, err := audit.New(e.st, e.keys, audit.Options{}).Checkpoint(e.ctx); err != nil {
 		t.Errorf("audit checkpoint: %v", err)
@@ -156,6 +158,36 @@ func (e *env) verifyAudit() {
 	}
 	if n > 0 && (rep.Checkpoints == 0 || rep.Records != uint64(n)+1) {
 		t.Errorf("audit.Verify = %+v; want %d records and a final checkpoint", rep, n+1)
+	}
+}
+
+// checkWalletQuorums checks, at the end of every test, that the
+// wallet_quorums index holds exactly each wallet's owner and additional
+// signers as the wallet rows hold them.
+func (e *env) checkWalletQuorums() {
+	e.t.Helper()
+	list := func(q string) []string {
+		rows, err := e.st.DB().QueryContext(e.ctx, q)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var a, b string
+			if err := rows.Scan(&a, &b); err != nil {
+				e.t.Fatal(err)
+			}
+			out = append(out, a+" "+b)
+		}
+		return out
+	}
+	want := list(`SELECT owner_id, id FROM wallets WHERE owner_id IS NOT NULL
+		UNION SELECT json_extract(j.value, '$.signer_id'), w.id FROM wallets w, json_each(w.additional_signers) j
+		ORDER BY 1, 2`)
+	got := list(`SELECT quorum_id, wallet_id FROM wallet_quorums ORDER BY 1, 2`)
+	if !slices.Equal(got, want) {
+		e.t.Errorf("wallet_quorums = %v; the wallets' owners and signers are %v", got, want)
 	}
 }
 

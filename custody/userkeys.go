@@ -231,9 +231,8 @@ func userWallets(ctx context.Context, q querier, app, userID string) ([]Wallet, 
 			SELECT qid FROM direct
 			UNION SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
 			WHERE m.child_id IN (SELECT qid FROM direct) AND k.deleted_at IS NULL)
-		SELECT `+walletColumns+` FROM wallets w WHERE w.app_id = ? AND w.archived_at IS NULL AND (
-			w.owner_id IN (SELECT qid FROM reach) OR EXISTS (SELECT 1 FROM json_each(w.additional_signers) j
-				WHERE json_extract(j.value, '$.signer_id') IN (SELECT qid FROM reach)))
+		SELECT `+walletColumns+` FROM wallets w WHERE w.app_id = ? AND w.archived_at IS NULL AND w.id IN (
+			SELECT wq.wallet_id FROM wallet_quorums wq WHERE wq.quorum_id IN (SELECT qid FROM reach))
 		ORDER BY w.rowid`, userID, app, app)
 	if err != nil {
 		return nil, fmt.Errorf("read user wallets: %w", err)

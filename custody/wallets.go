@@ -331,7 +331,41 @@ func (s *Service) insertWallet(ctx context.Context, tx *store.Tx, c Call, in Wal
 	if err != nil {
 		return Wallet{}, fmt.Errorf("insert wallet: %w", err)
 	}
+	if err := linkQuorums(tx, nw.id); err != nil {
+		return Wallet{}, err
+	}
 	return loadWallet(ctx, txq{tx}, c.App, nw.id)
+}
+
+// linkQuorums makes wallet_quorums hold exactly the wallet's owner and
+// additional signers as its row now has them; every write of owner_id or
+// additional_signers calls it in the same transaction.
+func linkQuorums(tx *store.Tx, walletID string) error {
+	var owner sql.NullString
+	var signers string
+	if err := tx.QueryRow(`SELECT owner_id, additional_signers FROM wallets WHERE id = ?`, walletID).Scan(&owner, &signers); err != nil {
+		return fmt.Errorf("link wallet %s to its quorums: %w", walletID, err)
+	}
+	var ss []Signer
+	if err := json.Unmarshal([]byte(signers), &ss); err != nil {
+		return fmt.Errorf("link wallet %s to its quorums: additional signers: %w", walletID, err)
+	}
+	if _, err := tx.Exec(`DELETE FROM wallet_quorums WHERE wallet_id = ?`, walletID); err != nil {
+		return fmt.Errorf("link wallet %s to its quorums: %w", walletID, err)
+	}
+	ids := make([]string, 0, len(ss)+1)
+	if owner.Valid {
+		ids = append(ids, owner.String)
+	}
+	for _, sg := range ss {
+		ids = append(ids, sg.SignerID)
+	}
+	for _, q := range ids {
+		if _, err := tx.Exec(`INSERT INTO wallet_quorums(quorum_id, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, q, walletID); err != nil {
+			return fmt.Errorf("link wallet %s to its quorums: %w", walletID, err)
+		}
+	}
+	return nil
 }
 
 func nullable(s string) any {
@@ -502,6 +536,11 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 			}
 			if in.DisplayNameSet {
 				if _, err := tx.Exec(`UPDATE wallets SET display_name = ? WHERE id = ?`, in.DisplayName, id); err != nil {
+					return nil, err
+				}
+			}
+			if in.OwnerSet || in.OwnerIDSet || in.AdditionalSigners != nil {
+				if err := linkQuorums(tx, id); err != nil {
 					return nil, err
 				}
 			}

@@ -57,7 +57,7 @@ const (
 // custody and authorization-key services, a real store and a SoftHSM
 // token, an app whose users sign in with a test identity provider.
 type rig struct {
-	t   *testing.T
+	t   testing.TB
 	srv *Server
 	svc *custody.Service
 	// expiry is how far ahead send sets privy-request-expiry.
@@ -68,11 +68,11 @@ type rig struct {
 	pub    string            // owner's SPKI
 }
 
-func newRig(t *testing.T) *rig { return newRigWith(t, 0) }
+func newRig(t testing.TB) *rig { return newRigWith(t, 0) }
 
 // newRigWith is newRig with api.max_request_expiry set to horizon (0: the
 // default).
-func newRigWith(t *testing.T, horizon time.Duration) *rig {
+func newRigWith(t testing.TB, horizon time.Duration) *rig {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -50,6 +50,9 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) > 0 && args[0] == "token" {
 		return runDevToken(args[1:], out)
 	}
+	if len(args) > 0 && args[0] == "seed" {
+		return runDevSeed(ctx, args[1:], out)
+	}
 	fs := newFlags("dev")
 	dir := fs.String("dir", "", "directory of the dev appliance (created on first use)")
 	backend := fs.String("backend", "", "pkcs11 (SoftHSM) or tpm (swtpm); default pkcs11, or what DIR was set up with")
