@@ -136,7 +136,7 @@ func isIdent(c byte) bool { return isIdentStart(c) || c >= '0' && c <= '9' || c 
 // translateDDL turns a migration written for SQLite into PostgreSQL's
 // dialect. SQLite's INTEGER is 64 bits wide, PostgreSQL's 32: every INTEGER
 // becomes BIGINT; BLOB becomes BYTEA; the STRICT and WITHOUT ROWID table
-// options go. Every table that has a rowid in SQLite gets one in PostgreSQL
+// options go; INSERT OR IGNORE becomes INSERT ... ON CONFLICT DO NOTHING. Every table that has a rowid in SQLite gets one in PostgreSQL
 // too, an identity column named rowid, because lists page and order by it
 // (creation order); it is unique, so an index serves those queries. Writes
 // are serialized cluster-wide (see pgconn.go), so identities are handed out
@@ -145,6 +145,7 @@ func translateDDL(q string) string {
 	var b strings.Builder
 	var words []string // the last words seen outside quotes and comments
 	tableStart := -1   // position in b just after a CREATE TABLE's "("
+	orIgnore := false  // the statement is an INSERT OR IGNORE
 	for i := 0; i < len(q); {
 		c := q[i]
 		switch {
@@ -173,6 +174,21 @@ func translateDDL(q string) string {
 				b.WriteString("BYTEA")
 			case "STRICT":
 				trimComma(&b)
+			case "OR":
+				// INSERT OR IGNORE: INSERT ... ON CONFLICT DO NOTHING.
+				k := i
+				for k < len(q) && q[k] == ' ' {
+					k++
+				}
+				if len(words) == 1 && words[0] == "INSERT" && strings.HasPrefix(strings.ToUpper(q[k:]), "IGNORE") && (k+6 == len(q) || !isIdent(q[k+6])) {
+					i = k + len("IGNORE")
+					orIgnore = true
+					s := strings.TrimRight(b.String(), " ")
+					b.Reset()
+					b.WriteString(s)
+					continue
+				}
+				b.WriteString(word)
 			case "WITHOUT":
 				// WITHOUT ROWID: drop both words, and the rowid column
 				// this table was given.
@@ -205,13 +221,19 @@ func translateDDL(q string) string {
 			}
 			words = append(words, "(")
 		case c == ';':
+			if orIgnore {
+				b.WriteString(" ON CONFLICT DO NOTHING")
+			}
 			b.WriteByte(c)
 			i++
-			words, tableStart = nil, -1
+			words, tableStart, orIgnore = nil, -1, false
 		default:
 			b.WriteByte(c)
 			i++
 		}
+	}
+	if orIgnore {
+		b.WriteString(" ON CONFLICT DO NOTHING")
 	}
 	return b.String()
 }
