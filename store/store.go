@@ -1,7 +1,12 @@
-// Package store owns Cachet's SQLite database: opening it with the settings
-// durability needs (WAL, synchronous=FULL, foreign keys), the versioned schema
-// migrations, and the single writer that groups concurrent writes into one
-// transaction.
+// Package store owns Cachet's database: opening it with the settings
+// durability needs (for SQLite: WAL, synchronous=FULL, foreign keys), the
+// versioned schema migrations, and the single writer that groups concurrent
+// writes into one transaction.
+//
+// The database is an embedded SQLite file (Open), or a PostgreSQL database
+// that several appliances share (OpenPostgres; see postgres.go for how their
+// writes are serialized). Callers see one API either way and write their SQL
+// once, in SQLite's dialect; on PostgreSQL it is rewritten (dialect.go).
 //
 // # Writes
 //
