@@ -138,7 +138,10 @@ func isIdent(c byte) bool { return isIdentStart(c) || c >= '0' && c <= '9' || c 
 // becomes BIGINT; BLOB becomes BYTEA; the STRICT and WITHOUT ROWID table
 // options go; INSERT OR IGNORE becomes INSERT ... ON CONFLICT DO NOTHING. Every table that has a rowid in SQLite gets one in PostgreSQL
 // too, an identity column named rowid, because lists page and order by it
-// (creation order); it is unique, so an index serves those queries. Writes
+// (creation order); it is unique, so an index serves those queries. An index
+// created with its table ends with rowid, as SQLite's indexes implicitly do,
+// so that ORDER BY ..., rowid LIMIT 1 on it stays one index probe (the
+// aggregation running sums depend on it). Writes
 // are serialized cluster-wide (see pgconn.go), so identities are handed out
 // in commit order, as SQLite's rowids are.
 func translateDDL(q string) string {
@@ -146,6 +149,10 @@ func translateDDL(q string) string {
 	var words []string // the last words seen outside quotes and comments
 	tableStart := -1   // position in b just after a CREATE TABLE's "("
 	orIgnore := false  // the statement is an INSERT OR IGNORE
+	// Tables this migration creates with a rowid, and the depth of an
+	// index's column list that gets rowid appended (0: none).
+	rowidTables, table := map[string]bool{}, ""
+	indexDepth := 0
 	for i := 0; i < len(q); {
 		c := q[i]
 		switch {
@@ -199,6 +206,7 @@ func translateDDL(q string) string {
 				if strings.HasPrefix(strings.ToUpper(q[k:]), "ROWID") {
 					i = k + len("ROWID")
 					trimComma(&b)
+					delete(rowidTables, table)
 					if tableStart >= 0 {
 						s := b.String()
 						b.Reset()
@@ -215,11 +223,26 @@ func translateDDL(q string) string {
 		case c == '(':
 			b.WriteByte(c)
 			i++
-			if createTable(words) {
+			switch {
+			case indexDepth > 0:
+				indexDepth++
+			case createTable(words):
 				b.WriteString(rowidColumn)
 				tableStart = b.Len()
+				table = words[len(words)-1]
+				rowidTables[table] = true
+			case indexOn(words, rowidTables):
+				indexDepth = 1
 			}
 			words = append(words, "(")
+		case c == ')':
+			if indexDepth > 0 {
+				if indexDepth--; indexDepth == 0 {
+					b.WriteString(", rowid")
+				}
+			}
+			b.WriteByte(c)
+			i++
 		case c == ';':
 			if orIgnore {
 				b.WriteString(" ON CONFLICT DO NOTHING")
@@ -236,6 +259,22 @@ func translateDDL(q string) string {
 		b.WriteString(" ON CONFLICT DO NOTHING")
 	}
 	return b.String()
+}
+
+// indexOn reports whether words, those of one statement so far, are a
+// CREATE INDEX's (not a unique one's) on one of tables, before its column
+// list.
+func indexOn(words []string, tables map[string]bool) bool {
+	n := len(words)
+	if n < 5 || words[0] != "CREATE" || words[1] != "INDEX" || words[n-2] != "ON" || !tables[words[n-1]] {
+		return false
+	}
+	for _, w := range words {
+		if w == "(" {
+			return false
+		}
+	}
+	return true
 }
 
 // createTable reports whether words, those of one statement so far, are a

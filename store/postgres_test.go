@@ -57,6 +57,8 @@ func TestTranslateDDL(t *testing.T) {
 			"CREATE TABLE a (" + rowidColumn + "\n  id BIGINT PRIMARY KEY,\n  b BYTEA\n) ;"},
 		{"CREATE TABLE d (\n  k BLOB PRIMARY KEY -- it's (a key)\n) STRICT, WITHOUT ROWID;\nCREATE INDEX di ON d(k);",
 			"CREATE TABLE d (\n  k BYTEA PRIMARY KEY -- it's (a key)\n)  ;\nCREATE INDEX di ON d(k);"},
+		{"CREATE TABLE e (a TEXT, b INTEGER);\nCREATE INDEX ei ON e(a, b) WHERE a IS NOT NULL;\nCREATE UNIQUE INDEX eu ON e(a);\nCREATE INDEX oi ON other(a);",
+			"CREATE TABLE e (" + rowidColumn + "a TEXT, b BIGINT);\nCREATE INDEX ei ON e(a, b, rowid) WHERE a IS NOT NULL;\nCREATE UNIQUE INDEX eu ON e(a);\nCREATE INDEX oi ON other(a);"},
 		{"CREATE TABLE IF NOT EXISTS m (v INTEGER) STRICT", "CREATE TABLE IF NOT EXISTS m (" + rowidColumn + "v BIGINT) "},
 		{"INSERT OR IGNORE INTO t(a)\n  SELECT a FROM u WHERE a IS NOT NULL;\nINSERT OR IGNORE INTO t(a) SELECT 1",
 			"INSERT INTO t(a)\n  SELECT a FROM u WHERE a IS NOT NULL ON CONFLICT DO NOTHING;\nINSERT INTO t(a) SELECT 1 ON CONFLICT DO NOTHING"},
