@@ -128,6 +128,11 @@ type Store struct {
 	// Appliance names this appliance in the cluster (default: the host
 	// name).
 	Appliance string `toml:"appliance"`
+	// CheckBeforeServing runs PRAGMA quick_check before the daemon serves
+	// (start-up then grows with the database: 3.6 s at a million wallets)
+	// instead of while it serves, with the release gate closing if it
+	// finds corruption.
+	CheckBeforeServing bool `toml:"check_before_serving"`
 }
 
 // Store kinds.

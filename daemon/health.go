@@ -15,6 +15,8 @@ type componentHealth struct {
 	Status string `json:"status"` // "ok" or "failing"
 	Error  string `json:"error,omitempty"`
 	Kind   string `json:"kind,omitempty"`
+	// Store only: the whole-file check (store.Integrity).
+	Integrity string `json:"integrity,omitempty"`
 	// Audit only.
 	HeadSeq        uint64 `json:"head_seq,omitempty"`
 	CheckpointSeq  uint64 `json:"last_checkpoint_seq,omitempty"`
@@ -65,6 +67,7 @@ func (s *Server) checkHealth(ctx context.Context) healthReport {
 		h.Backend.Kind, h.Store.Kind = s.kind, s.deps.Store.Kind()
 		set(&h.Backend, errOf(health.Backend))
 		set(&h.Store, errOf(health.Store))
+		h.Store.Integrity = s.deps.Store.Integrity()
 		set(&h.Audit, errOf(health.Record))
 		if head, err := audit.ReadHead(ctx, s.deps.Store.DB()); err == nil {
 			h.Audit.HeadSeq, h.Audit.CheckpointSeq, h.Audit.SinceCheckpint = head.Seq, head.CheckpointSeq, head.UncheckpointedN

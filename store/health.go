@@ -309,10 +309,47 @@ func (s *Store) probeWrite(ctx context.Context, fn func(*Tx) error) error {
 // It returns an error wrapping ErrCorrupt naming the first problems, or
 // ErrIO when the disk failed while reading.
 //
+// Corruption found is also a sticky failure of the store (see Health): a
+// daemon that checks while it serves stops releasing the moment it is found.
+//
 // On PostgreSQL it only checks that the server answers a query: the server
 // checks its own pages (data checksums, if the cluster was created with
 // them).
-func (s *Store) QuickCheck(ctx context.Context) error {
+func (s *Store) QuickCheck(ctx context.Context) (err error) {
+	s.setIntegrity(IntegrityChecking)
+	defer func() {
+		switch {
+		case err == nil:
+			s.setIntegrity(IntegrityOK)
+		case errors.Is(err, ErrCorrupt):
+			s.setIntegrity(err.Error())
+			s.fail(err, true)
+		default: // not finished: an I/O error (the probes judge those) or shutdown
+			s.setIntegrity(IntegrityNotChecked + " (" + err.Error() + ")")
+		}
+	}()
+	return s.quickCheck(ctx)
+}
+
+// States of Integrity besides a failure's message.
+const (
+	IntegrityNotChecked = "not checked"
+	IntegrityChecking   = "checking"
+	IntegrityOK         = "ok"
+)
+
+// Integrity reports what the last QuickCheck found: IntegrityNotChecked,
+// IntegrityChecking while one runs, IntegrityOK, or the corruption found.
+func (s *Store) Integrity() string {
+	if p := s.integrity.Load(); p != nil {
+		return *p
+	}
+	return IntegrityNotChecked
+}
+
+func (s *Store) setIntegrity(v string) { s.integrity.Store(&v) }
+
+func (s *Store) quickCheck(ctx context.Context) error {
 	if s.kind == KindPostgres {
 		var one int
 		if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {

@@ -102,7 +102,9 @@ type Store struct {
 	beforeCommit func()
 	files        []fileID // identities of the files SQLite holds open (health.go)
 	health       atomic.Pointer[healthState]
-	probeN       atomic.Uint64
+	// integrity is what the last QuickCheck found (see Integrity).
+	integrity atomic.Pointer[string]
+	probeN    atomic.Uint64
 
 	mu      sync.RWMutex // guards closed against sends on reqs
 	closed  bool

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -358,23 +360,78 @@ func TestFaultStoreFrozen(t *testing.T) {
 	a.e.ok("audit", "verify", "--config", a.cfg)
 }
 
-// One damaged data page: serve refuses and audit verify fails, both naming
-// corruption (not an I/O error).
+// One damaged data page. By default the whole-file check runs while the
+// daemon serves: it finds the page, /healthz says so, and nothing is
+// released from then on. With check_before_serving, serve refuses. audit
+// verify fails. All name corruption, not an I/O error.
 func TestFaultCorruptPage(t *testing.T) {
 	a := newAppliance(t, config.KindPKCS11)
 	a.init()
 	d := a.serve(a.cfg)
+	var wallets []string
 	for range 50 {
-		a.wallet(t)
+		wallets = append(wallets, a.wallet(t))
 	}
 	d.stop()
 	db := filepath.Join(a.dir, "data", "cachet.db")
-	corruptTablePage(t, db, "audit_records")
-	r := a.e.run("serve", "--config", a.cfg)
-	if r.code == 0 || !strings.Contains(r.stderr, "corrupt") {
-		t.Fatalf("serve on a corrupt page: exit %d\n%s", r.code, r)
-	}
-	r = a.e.run("audit", "verify", "--config", a.cfg)
+	// A table nothing reads at start or to sign for an app-owned wallet,
+	// so only the whole-file check can find it.
+	corruptTablePage(t, db, "key_quorums")
+
+	t.Run("found while serving", func(t *testing.T) {
+		cmd := a.e.command("serve", "--config", a.cfg)
+		var out syncBuf
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-done
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, body, err := get(a.socket, "/healthz", nil)
+			if err == nil && code == http.StatusServiceUnavailable {
+				var h struct {
+					Store struct{ Status, Integrity string }
+				}
+				json.Unmarshal(body, &h)
+				if h.Store.Status != "failing" || !strings.Contains(h.Store.Integrity, "corrupt") {
+					t.Fatalf("/healthz: %s", body)
+				}
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("serve exited: %v\n%s", err, out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/healthz never reported the damaged page (last %d %s)\n%s", code, body, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, err := a.client().Do(context.Background(), signRequest(wallets[0])(1))
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable {
+			t.Fatalf("signing after the damaged page was found: %v", err)
+		}
+	})
+	t.Run("check before serving", func(t *testing.T) {
+		b, err := os.ReadFile(a.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := writeFile(t, filepath.Join(a.dir, "before.toml"), string(b)+"\n[store]\ncheck_before_serving = true\n", 0o600)
+		r := a.e.run("serve", "--config", cfg)
+		if r.code == 0 || !strings.Contains(r.stderr, "corrupt") {
+			t.Fatalf("serve on a corrupt page: exit %d\n%s", r.code, r)
+		}
+	})
+	r := a.e.run("audit", "verify", "--config", a.cfg)
 	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "corrupt") {
 		t.Fatalf("audit verify on a corrupt page: exit %d\n%s", r.code, r)
 	}

@@ -27,7 +27,7 @@ type command struct {
 
 var commands = []command{
 	{"serve", "serve --config FILE                  run the daemon", runServe},
-	{"dev", "dev --dir DIR [--backend pkcs11|tpm]   set up (first run) and serve a self-contained dev appliance\n  cachet dev token --dir DIR --sub USER [--ttl 1h]\n                                        a user JWT from the dev appliance's identity provider", runDev},
+	{"dev", "dev --dir DIR [--backend pkcs11|tpm]   set up (first run) and serve a self-contained dev appliance\n  cachet dev token --dir DIR --sub USER [--ttl 1h]\n                                        a user JWT from the dev appliance's identity provider\n  cachet dev seed --dir DIR --wallets N [--kind imported|hd]\n                                        add N wallets to a stopped dev appliance (scale benchmarks)", runDev},
 	{"init", "init --config FILE --operator KEY ... --threshold M --out DIR\n                                        generate the root, provision the hardware, write m-of-n operator shares", runInit},
 	{"restore", "restore --config FILE --share FILE ... --identity FILE ... [--prompt N] [--replace] [--backup FILE]\n                                        provision new hardware with the root from m shares (and install a backup first)", runRestore},
 	{"rotate", "rotate --config FILE --operator KEY ... --threshold M --out DIR --share FILE ... --identity FILE ... [--prompt N]\n                                        a new root generation and operator set; the daemon re-seals in the background\n  cachet rotate --finish --config FILE  remove the old generation once nothing refers to it", runRotate},

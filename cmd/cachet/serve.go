@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/cachet-custody/cachet/ceremony"
@@ -56,8 +57,20 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("dev")
 	dir := fs.String("dir", "", "directory of the dev appliance (created on first use)")
 	backend := fs.String("backend", "", "pkcs11 (SoftHSM) or tpm (swtpm); default pkcs11, or what DIR was set up with")
+	prof := fs.String("cpuprofile", "", "write a CPU profile of the daemon to this file when it stops (for BENCHMARKS.md)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *dir == "" {
 		return usageError{"--dir DIR is required"}
