@@ -101,6 +101,28 @@ func TestHATwoAppliances(t *testing.T) {
 		}
 	}
 
+	// One idempotency key sent to both at once: the key is checked and
+	// stored under the cluster's write lock, so one wallet, the same answer.
+	var ids [2]string
+	var idemErr [2]error
+	var iwg sync.WaitGroup
+	for i, cl := range []*client.Client{ca, cb} {
+		iwg.Add(1)
+		go func() {
+			defer iwg.Done()
+			resp, err := cl.Do(ctx, client.Request{Method: "POST", Path: "/v1/wallets", Body: map[string]any{"chain_type": "ethereum"}, IdempotencyKey: "ha-once"})
+			if idemErr[i] = err; err == nil {
+				var w struct{ ID string }
+				json.Unmarshal(resp.Body, &w)
+				ids[i] = w.ID
+			}
+		}()
+	}
+	iwg.Wait()
+	if idemErr[0] != nil || idemErr[1] != nil || ids[0] == "" || ids[0] != ids[1] {
+		t.Fatalf("one idempotency key on both appliances: wallets %q, errors %v", ids, idemErr)
+	}
+
 	// An aggregation limit under 64 concurrent requests over both.
 	e := &policyEnv{t: t, ctx: ctx, cl: ca}
 	e.user, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
