@@ -161,9 +161,9 @@ func (e *env) verifyAudit() {
 	}
 }
 
-// checkWalletQuorums checks, at the end of every test, that the
-// wallet_quorums index holds exactly each wallet's owner and additional
-// signers as the wallet rows hold them.
+// checkWalletQuorums checks, at the end of every test, that wallet_quorums
+// and wallet_policies hold exactly each wallet's owner and additional
+// signers, and its policies and override policies, as its row holds them.
 func (e *env) checkWalletQuorums() {
 	e.t.Helper()
 	list := func(q string) []string {
@@ -188,6 +188,13 @@ func (e *env) checkWalletQuorums() {
 	got := list(`SELECT quorum_id, wallet_id FROM wallet_quorums ORDER BY 1, 2`)
 	if !slices.Equal(got, want) {
 		e.t.Errorf("wallet_quorums = %v; the wallets' owners and signers are %v", got, want)
+	}
+	want = list(`SELECT p.value, w.id FROM wallets w, json_each(w.policy_ids) p
+		UNION SELECT o.value, w.id FROM wallets w, json_each(w.additional_signers) s, json_each(s.value, '$.override_policy_ids') o
+		ORDER BY 1, 2`)
+	got = list(`SELECT policy_id, wallet_id FROM wallet_policies ORDER BY 1, 2`)
+	if !slices.Equal(got, want) {
+		e.t.Errorf("wallet_policies = %v; the wallets' policies are %v", got, want)
 	}
 }
 

@@ -545,9 +545,9 @@ func (s *Service) DeletePolicy(ctx context.Context, c Call, id string) (json.Raw
 			if _, err := s.ownedPolicy(ctx, txq{tx}, c, id); err != nil {
 				return nil, err
 			}
-			wallets, err := queryIDs(ctx, txq{tx}, `SELECT id FROM wallets WHERE archived_at IS NULL AND (
-				EXISTS (SELECT 1 FROM json_each(policy_ids) WHERE value = ?1) OR
-				EXISTS (SELECT 1 FROM json_each(additional_signers) s, json_each(s.value, '$.override_policy_ids') o WHERE o.value = ?1))`, id)
+			// CROSS JOIN keeps SQLite from scanning every wallet.
+			wallets, err := queryIDs(ctx, txq{tx}, `SELECT w.id FROM wallet_policies wp CROSS JOIN wallets w
+				WHERE wp.policy_id = ? AND w.id = wp.wallet_id AND w.archived_at IS NULL ORDER BY w.rowid`, id)
 			if err != nil {
 				return nil, err
 			}

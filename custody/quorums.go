@@ -660,8 +660,8 @@ func (s *Service) DeleteQuorum(ctx context.Context, c Call, id string) ([]byte, 
 // and parent quorums.
 func (s *Service) quorumReferrers(ctx context.Context, q querier, id string) ([]string, error) {
 	uses := []struct{ name, query string }{
-		{"wallet", `SELECT w.id FROM wallet_quorums wq JOIN wallets w ON w.id = wq.wallet_id
-			WHERE wq.quorum_id = ? AND w.archived_at IS NULL ORDER BY w.rowid`},
+		{"wallet", `SELECT w.id FROM wallet_quorums wq CROSS JOIN wallets w
+			WHERE wq.quorum_id = ? AND w.id = wq.wallet_id AND w.archived_at IS NULL ORDER BY w.rowid`},
 		{"policy", `SELECT id FROM policies WHERE owner_id = ? AND deleted_at IS NULL`},
 		{"condition set", `SELECT id FROM condition_sets WHERE owner_id = ? AND deleted_at IS NULL`},
 		{"aggregation", `SELECT id FROM aggregations WHERE owner_id = ? AND deleted_at IS NULL`},

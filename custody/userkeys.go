@@ -231,8 +231,8 @@ func userWallets(ctx context.Context, q querier, app, userID string) ([]Wallet, 
 			SELECT qid FROM direct
 			UNION SELECT m.quorum_id FROM key_quorum_members m JOIN key_quorums k ON k.id = m.quorum_id
 			WHERE m.child_id IN (SELECT qid FROM direct) AND k.deleted_at IS NULL)
-		SELECT `+walletColumns+` FROM wallets w WHERE w.app_id = ? AND w.archived_at IS NULL AND w.id IN (
-			SELECT wq.wallet_id FROM wallet_quorums wq WHERE wq.quorum_id IN (SELECT qid FROM reach))
+		SELECT `+walletColumns+` FROM wallet_quorums wq CROSS JOIN wallets w
+		WHERE wq.quorum_id IN (SELECT qid FROM reach) AND w.id = wq.wallet_id AND w.app_id = ? AND w.archived_at IS NULL
 		ORDER BY w.rowid`, userID, app, app)
 	if err != nil {
 		return nil, fmt.Errorf("read user wallets: %w", err)
@@ -243,6 +243,11 @@ func userWallets(ctx context.Context, q querier, app, userID string) ([]Wallet, 
 		w, err := scanWallet(rows)
 		if err != nil {
 			return nil, err
+		}
+		// A wallet reached through two of the user's quorums comes twice,
+		// one row after the other (ORDER BY rowid).
+		if n := len(out); n > 0 && out[n-1].ID == w.ID {
+			continue
 		}
 		out = append(out, w.Wallet)
 	}

@@ -337,32 +337,45 @@ func (s *Service) insertWallet(ctx context.Context, tx *store.Tx, c Call, in Wal
 	return loadWallet(ctx, txq{tx}, c.App, nw.id)
 }
 
-// linkQuorums makes wallet_quorums hold exactly the wallet's owner and
-// additional signers as its row now has them; every write of owner_id or
-// additional_signers calls it in the same transaction.
+// linkQuorums makes wallet_quorums and wallet_policies hold exactly the
+// wallet's owner and additional signers, and its policies and the signers'
+// override policies, as its row now has them; every write of owner_id,
+// policy_ids or additional_signers calls it in the same transaction. They
+// let a user's wallets and a quorum's or policy's users be found by index
+// inside the writer, where a scan of every wallet would hold every commit.
 func linkQuorums(tx *store.Tx, walletID string) error {
 	var owner sql.NullString
-	var signers string
-	if err := tx.QueryRow(`SELECT owner_id, additional_signers FROM wallets WHERE id = ?`, walletID).Scan(&owner, &signers); err != nil {
-		return fmt.Errorf("link wallet %s to its quorums: %w", walletID, err)
+	var policies, signers string
+	if err := tx.QueryRow(`SELECT owner_id, policy_ids, additional_signers FROM wallets WHERE id = ?`, walletID).Scan(&owner, &policies, &signers); err != nil {
+		return fmt.Errorf("link wallet %s: %w", walletID, err)
 	}
+	var ps []string
 	var ss []Signer
+	if err := json.Unmarshal([]byte(policies), &ps); err != nil {
+		return fmt.Errorf("link wallet %s: policy ids: %w", walletID, err)
+	}
 	if err := json.Unmarshal([]byte(signers), &ss); err != nil {
-		return fmt.Errorf("link wallet %s to its quorums: additional signers: %w", walletID, err)
+		return fmt.Errorf("link wallet %s: additional signers: %w", walletID, err)
 	}
-	if _, err := tx.Exec(`DELETE FROM wallet_quorums WHERE wallet_id = ?`, walletID); err != nil {
-		return fmt.Errorf("link wallet %s to its quorums: %w", walletID, err)
-	}
-	ids := make([]string, 0, len(ss)+1)
+	qs := make([]string, 0, len(ss)+1)
 	if owner.Valid {
-		ids = append(ids, owner.String)
+		qs = append(qs, owner.String)
 	}
 	for _, sg := range ss {
-		ids = append(ids, sg.SignerID)
+		qs = append(qs, sg.SignerID)
+		ps = append(ps, sg.OverridePolicyIDs...)
 	}
-	for _, q := range ids {
-		if _, err := tx.Exec(`INSERT INTO wallet_quorums(quorum_id, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, q, walletID); err != nil {
-			return fmt.Errorf("link wallet %s to its quorums: %w", walletID, err)
+	for _, l := range []struct {
+		table, column string
+		ids           []string
+	}{{"wallet_quorums", "quorum_id", qs}, {"wallet_policies", "policy_id", ps}} {
+		if _, err := tx.Exec(`DELETE FROM `+l.table+` WHERE wallet_id = ?`, walletID); err != nil {
+			return fmt.Errorf("link wallet %s: %w", walletID, err)
+		}
+		for _, id := range l.ids {
+			if _, err := tx.Exec(`INSERT INTO `+l.table+`(`+l.column+`, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, walletID); err != nil {
+				return fmt.Errorf("link wallet %s: %w", walletID, err)
+			}
 		}
 	}
 	return nil
@@ -539,7 +552,7 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 					return nil, err
 				}
 			}
-			if in.OwnerSet || in.OwnerIDSet || in.AdditionalSigners != nil {
+			if in.OwnerSet || in.OwnerIDSet || in.PolicyIDs != nil || in.AdditionalSigners != nil {
 				if err := linkQuorums(tx, id); err != nil {
 					return nil, err
 				}

@@ -6,16 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cachet-custody/cachet/audit"
-	"github.com/cachet-custody/cachet/config"
 	"github.com/cachet-custody/cachet/custody"
-	"github.com/cachet-custody/cachet/devmode"
 	"github.com/cachet-custody/cachet/hpkebox"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -46,12 +42,7 @@ func runDevSeed(ctx context.Context, args []string, out io.Writer) error {
 	if *kind != "imported" && *kind != "hd" {
 		return usageError{"--kind: imported or hd"}
 	}
-	env, err := devmode.Prepare(ctx, devmode.Options{
-		Dir: *dir, Out: io.Discard,
-		Open: func(ctx context.Context, cfg *config.Config) (keys.Backend, error) {
-			return openBackend(ctx, cfg, newLogger(cfg.Log), openOptions{})
-		},
-	})
+	env, err := prepareDev(ctx, *dir, "", io.Discard)
 	if err != nil {
 		return err
 	}
@@ -74,17 +65,11 @@ func runDevSeed(ctx context.Context, args []string, out io.Writer) error {
 	go func() { defer close(logDone); alog.Run(lctx) }()
 	defer func() { stopLog(); <-logDone }()
 
-	if *prof != "" {
-		f, err := os.Create(*prof)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*prof)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	svc := custody.New(a.store, a.backend, nil, custody.Options{Logger: a.log})
 	call := custody.Call{App: env.App.AppID, Actor: "cachet dev seed"}
 	var next, done atomic.Int64

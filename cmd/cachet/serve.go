@@ -61,26 +61,15 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *prof != "" {
-		f, err := os.Create(*prof)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*prof)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	if *dir == "" {
 		return usageError{"--dir DIR is required"}
 	}
-	env, err := devmode.Prepare(ctx, devmode.Options{
-		Dir: *dir, Backend: *backend, Out: out,
-		Open: func(ctx context.Context, cfg *config.Config) (keys.Backend, error) {
-			return openBackend(ctx, cfg, newLogger(cfg.Log), openOptions{})
-		},
-	})
+	env, err := prepareDev(ctx, *dir, *backend, out)
 	if err != nil {
 		return err
 	}
@@ -111,4 +100,31 @@ func runDevToken(args []string, out io.Writer) error {
 	}
 	_, err = fmt.Fprintln(out, tok)
 	return err
+}
+
+// prepareDev sets up (first run) or reuses the dev appliance in dir.
+func prepareDev(ctx context.Context, dir, backend string, out io.Writer) (*devmode.Env, error) {
+	return devmode.Prepare(ctx, devmode.Options{
+		Dir: dir, Backend: backend, Out: out,
+		Open: func(ctx context.Context, cfg *config.Config) (keys.Backend, error) {
+			return openBackend(ctx, cfg, newLogger(cfg.Log), openOptions{})
+		},
+	})
+}
+
+// startCPUProfile profiles the process into path until stop ("" does
+// nothing): the dev tools' --cpuprofile.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
