@@ -13,7 +13,7 @@ DEB_VERSION ?= 0.0.0~git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || go env GOARCH)
 DEB_OUT     ?= dist/cachet_$(DEB_VERSION)_$(DEB_ARCH).deb
 
-.PHONY: run build test lint bench bench-reseal load fuzz faults geth-test bench-signer bench-clef deps clean deb
+.PHONY: run build test lint bench bench-reseal load load-ha fuzz faults ha-faults geth-test bench-signer bench-clef deps clean deb
 
 run: deps build
 	./bin/cachet dev --dir $(DIR) --backend $(BACKEND)
@@ -74,6 +74,19 @@ bench-clef: deps
 # Not part of `make test`.
 faults: deps
 	$(GO) test -race -count=1 -tags faults -run 'TestFault' -v ./cmd/cachet/
+
+# tools/load against one appliance on SQLite, one on PostgreSQL and two on
+# one PostgreSQL database (load spread over both), for BENCHMARKS.md.
+# HA_SCENARIOS, HA_REQUESTS, HA_CONCURRENCY, HA_OUT (a directory for the
+# JSON results) tune it. Not part of `make test`.
+load-ha: deps
+	$(GO) test -count=1 -tags haload -run 'TestHALoad' -v -timeout 60m ./cmd/cachet/
+
+# The HA fault runs: five rounds each of kill -9 of one of two appliances
+# under load and of PostgreSQL crashed and restarted under load (make test
+# runs one round of each). Not part of `make test`.
+ha-faults: deps
+	$(GO) test -race -count=1 -tags hafaults -run 'TestHAFault' -v -timeout 20m ./cmd/cachet/
 
 # Coverage-guided fuzzing of the policy parser and evaluator (seed corpora in
 # policy/testdata/fuzz). FUZZTIME per target; not part of `make test`, whose

@@ -166,6 +166,21 @@ func (c *Config) Check() []Problem {
 		add("backend.kind", "%q is not one of %q, %q", c.Backend.Kind, KindPKCS11, KindTPM)
 	}
 
+	switch c.Store.Kind {
+	case StoreSQLite:
+		if c.Store.DSN != "" {
+			add("store.dsn", "set, but store.kind is %q; set kind = %q to use PostgreSQL", c.Store.Kind, StorePostgres)
+		}
+	case StorePostgres:
+		if c.Store.DSN == "" {
+			add("store.dsn", "required with kind = %q (a libpq connection string or postgres:// URL, without the password)", StorePostgres)
+		} else if strings.Contains(strings.ToLower(c.Store.DSN), "password=") || dsnHasPassword(c.Store.DSN) {
+			add("store.dsn", "holds a password; put it in store.password_file or store.password_env, never in the config")
+		}
+		ps = append(ps, checkSecretRef("store.password", c.Store.PasswordFile, c.Store.PasswordEnv, false)...)
+	default:
+		add("store.kind", "%q is not one of %q, %q", c.Store.Kind, StoreSQLite, StorePostgres)
+	}
 	if c.Store.MaxBatch < 1 || c.Store.MaxBatch > 10000 {
 		add("store.max_batch", "%d is outside 1..10000", c.Store.MaxBatch)
 	}
@@ -414,4 +429,14 @@ func checkSecretRef(key, file, env string, required bool) []Problem {
 		}
 	}
 	return ps
+}
+
+// dsnHasPassword reports whether a postgres:// URL carries a password.
+func dsnHasPassword(dsn string) bool {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
 }

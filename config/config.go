@@ -112,17 +112,34 @@ type TPM struct {
 	StateFile string `toml:"state_file"`
 }
 
-// Store configures the SQLite store.
+// Store configures the store: the embedded SQLite file (kind "sqlite",
+// the default) or a PostgreSQL database several appliances share (kind
+// "postgres").
 type Store struct {
+	Kind     string `toml:"kind"`
 	Path     string `toml:"path"`
 	MaxBatch int    `toml:"max_batch"`
 	Readers  int    `toml:"readers"`
+	// DSN is the PostgreSQL connection string or URL, without its
+	// password: that comes from PasswordFile or PasswordEnv.
+	DSN          string `toml:"dsn"`
+	PasswordFile string `toml:"password_file"`
+	PasswordEnv  string `toml:"password_env"`
+	// Appliance names this appliance in the cluster (default: the host
+	// name).
+	Appliance string `toml:"appliance"`
 	// CheckBeforeServing runs PRAGMA quick_check before the daemon serves
 	// (start-up then grows with the database: 3.6 s at a million wallets)
 	// instead of while it serves, with the release gate closing if it
 	// finds corruption.
 	CheckBeforeServing bool `toml:"check_before_serving"`
 }
+
+// Store kinds.
+const (
+	StoreSQLite   = "sqlite"
+	StorePostgres = "postgres"
+)
 
 // Audit configures the audit log's signed checkpoints.
 type Audit struct {
@@ -282,7 +299,7 @@ func Default() Config {
 				Handle: DefaultTPMHandle,
 			},
 		},
-		Store: Store{MaxBatch: 128, Readers: 4},
+		Store: Store{Kind: StoreSQLite, MaxBatch: 128, Readers: 4},
 		Audit: Audit{CheckpointInterval: Duration{5 * time.Minute}, CheckpointRecords: 1000},
 		API: API{MaxRequestExpiry: Duration{24 * time.Hour}, IdempotencyTTL: Duration{24 * time.Hour},
 			UserKeyLifetime: Duration{15 * time.Minute}, MaxUserKeys: 20, ImportKeyLifetime: Duration{10 * time.Minute}},
@@ -417,6 +434,7 @@ func (c *Config) resolvePaths() {
 		c.Signers[i].Socket = abs(c.Signers[i].Socket)
 	}
 	c.Backend.PKCS11.PINFile = abs(c.Backend.PKCS11.PINFile)
+	c.Store.PasswordFile = abs(c.Store.PasswordFile)
 	c.Backend.TPM.AuthFile = abs(c.Backend.TPM.AuthFile)
 	for _, a := range c.Apps {
 		if a.JWT != nil {

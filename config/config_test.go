@@ -140,6 +140,13 @@ pin_file = "` + pin + `"
 		{"signer forward with chain", good + app + "[[chains]]\ncaip2 = \"eip155:1337\"\nrpc_url = \"http://127.0.0.1:8545\"\n" + sig("other_methods = \"forward\"\n"), ""},
 		{"signer bad other methods", good + app + sig("other_methods = \"proxy\"\n"), "signer[0].other_methods"},
 		{"signer unknown key", good + app + sig("wallet = \"w1\"\n"), "signer.wallet"},
+		{"postgres ok", good + "[store]\nkind = \"postgres\"\ndsn = \"host=/run/pg dbname=c\"\npassword_file = \"" + pin + "\"\n", ""},
+		{"postgres without dsn", good + "[store]\nkind = \"postgres\"\n", "store.dsn"},
+		{"postgres password in url", good + "[store]\nkind = \"postgres\"\ndsn = \"postgres://u:hunter2@db/c\"\n", "store.dsn"},
+		{"postgres password in dsn", good + "[store]\nkind = \"postgres\"\ndsn = \"host=db password=hunter2\"\n", "store.dsn"},
+		{"postgres password file loose", good + "[store]\nkind = \"postgres\"\ndsn = \"host=db\"\npassword_file = \"" + loosePin + "\"\n", "store.password_file"},
+		{"dsn without kind", good + "[store]\ndsn = \"host=db\"\n", "store.dsn"},
+		{"bad store kind", good + "[store]\nkind = \"mysql\"\n", "store.kind"},
 		{"syntax error", good + "[server\n", "(line 6)"},
 	}
 	for _, tc := range tests {
@@ -182,6 +189,11 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 	_, err = Load(path)
 	if err == nil || strings.Contains(err.Error(), "s3cr3t-pin") {
 		t.Fatalf("inline pin: err = %v", err)
+	}
+	// Nor does a password written into the store's DSN.
+	path = writeFile(t, dir, "c.toml", "[store]\nkind = \"postgres\"\ndsn = \"postgres://u:s3cr3t-pw@db/c\"\n", 0o600)
+	if _, err = Load(path); err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
+		t.Fatalf("password in the dsn: err = %v", err)
 	}
 }
 

@@ -46,3 +46,7 @@ func (p PKCS11) PIN() ([]byte, error) {
 
 // Auth returns the TPM auth value, or nil when none is configured.
 func (t TPM) Auth() ([]byte, error) { return ReadSecret(t.AuthFile, t.AuthEnv) }
+
+// Password returns the PostgreSQL password, or nil when none is configured
+// (the DSN's own, or a method that needs none).
+func (s Store) Password() ([]byte, error) { return ReadSecret(s.PasswordFile, s.PasswordEnv) }

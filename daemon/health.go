@@ -64,7 +64,7 @@ func (s *Server) checkHealth(ctx context.Context) healthReport {
 			}
 			return healthError(st[p].Error)
 		}
-		h.Backend.Kind = s.kind
+		h.Backend.Kind, h.Store.Kind = s.kind, s.deps.Store.Kind()
 		set(&h.Backend, errOf(health.Backend))
 		set(&h.Store, errOf(health.Store))
 		h.Store.Integrity = s.deps.Store.Integrity()
@@ -78,7 +78,7 @@ func (s *Server) checkHealth(ctx context.Context) healthReport {
 	if err == nil && !info.Provisioned {
 		err = errNotProvisioned
 	}
-	h.Backend.Kind = info.Kind
+	h.Backend.Kind, h.Store.Kind = info.Kind, s.deps.Store.Kind()
 	set(&h.Backend, err)
 	set(&h.Store, s.deps.Store.Ping(ctx))
 	head, err := audit.ReadHead(ctx, s.deps.Store.DB())

@@ -270,6 +270,10 @@ func (s *Store) Probe(ctx context.Context) error {
 		s.fail(err, errors.As(err, &fe))
 		return s.Health()
 	}
+	if s.kind == KindPostgres {
+		// The server owns its disk; a full one fails the write probe.
+		return s.probeWrite(ctx, s.heartbeat)
+	}
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(filepath.Dir(s.path), &fs); err != nil {
 		err = fmt.Errorf("%w: statfs %s: %w", ErrUnavailable, filepath.Dir(s.path), err)
@@ -282,9 +286,13 @@ func (s *Store) Probe(ctx context.Context) error {
 		return err
 	}
 	n := strconv.FormatUint(s.probeN.Add(1), 10)
-	err := s.write(ctx, &request{ctx: ctx, probe: true, done: make(chan error, 1), fn: func(tx *Tx) error {
-		return tx.SetMeta("health_probe", n)
-	}})
+	return s.probeWrite(ctx, func(tx *Tx) error { return tx.SetMeta("health_probe", n) })
+}
+
+// probeWrite commits fn as a probe: its failure fails the store's health,
+// its success clears a failure that is not sticky.
+func (s *Store) probeWrite(ctx context.Context, fn func(*Tx) error) error {
+	err := s.write(ctx, &request{ctx: ctx, probe: true, done: make(chan error, 1), fn: fn})
 	if err != nil {
 		if !errors.Is(err, ErrUnavailable) {
 			err = fmt.Errorf("%w: write probe: %w", ErrUnavailable, Classify(err))
@@ -303,6 +311,10 @@ func (s *Store) Probe(ctx context.Context) error {
 //
 // Corruption found is also a sticky failure of the store (see Health): a
 // daemon that checks while it serves stops releasing the moment it is found.
+//
+// On PostgreSQL it only checks that the server answers a query: the server
+// checks its own pages (data checksums, if the cluster was created with
+// them).
 func (s *Store) QuickCheck(ctx context.Context) (err error) {
 	s.setIntegrity(IntegrityChecking)
 	defer func() {
@@ -338,6 +350,13 @@ func (s *Store) Integrity() string {
 func (s *Store) setIntegrity(v string) { s.integrity.Store(&v) }
 
 func (s *Store) quickCheck(ctx context.Context) error {
+	if s.kind == KindPostgres {
+		var one int
+		if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return nil
+	}
 	rows, err := s.r.QueryContext(ctx, "PRAGMA quick_check(20)")
 	if err != nil {
 		return fmt.Errorf("quick_check: %w", Classify(err))

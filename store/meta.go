@@ -33,9 +33,10 @@ func (s *Store) Meta(ctx context.Context, key string) (value string, ok bool, er
 	return value, true, nil
 }
 
-// AllMeta reads every meta value.
+// AllMeta reads every meta value but the appliances' heartbeats (see
+// Appliances).
 func (s *Store) AllMeta(ctx context.Context) (map[string]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT key, value FROM meta ORDER BY key`)
+	rows, err := s.r.QueryContext(ctx, `SELECT key, value FROM meta WHERE key NOT LIKE 'appliance/%' ORDER BY key`)
 	if err != nil {
 		return nil, fmt.Errorf("read meta: %w", err)
 	}
@@ -74,10 +75,15 @@ func (t *Tx) Meta(key string) (value string, ok bool, err error) {
 
 // Stats describes the database files for status reports.
 type Stats struct {
+	Kind          string `json:"kind"`
 	Path          string `json:"path"`
 	SchemaVersion int    `json:"schema_version"`
 	SizeBytes     int64  `json:"size_bytes"`
 	WALBytes      int64  `json:"wal_bytes"`
+	// PostgreSQL only: whether the store's last write or probe committed,
+	// and the appliances that share the database, by their heartbeats.
+	Connected  bool        `json:"connected,omitempty"`
+	Appliances []Appliance `json:"appliances,omitempty"`
 }
 
 // Stats reports the schema version and file sizes.
@@ -86,7 +92,17 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	st := Stats{Path: s.path, SchemaVersion: v}
+	st := Stats{Kind: s.kind, Path: s.path, SchemaVersion: v}
+	if s.kind == KindPostgres {
+		if err := s.r.QueryRowContext(ctx, `SELECT pg_database_size(current_database())`).Scan(&st.SizeBytes); err != nil {
+			return Stats{}, fmt.Errorf("database size: %w", err)
+		}
+		st.Connected = s.Health() == nil
+		if st.Appliances, err = s.Appliances(ctx); err != nil {
+			return Stats{}, err
+		}
+		return st, nil
+	}
 	if fi, err := os.Stat(s.path); err == nil {
 		st.SizeBytes = fi.Size()
 	}

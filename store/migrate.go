@@ -16,7 +16,11 @@ import (
 // each in its own transaction together with its row in schema_migrations.
 // A migration, once released, is never edited: a change is a new file.
 //
-//go:embed migrations/*.sql
+// On PostgreSQL the same migrations run, translated by translateDDL
+// (dialect.go); a migration whose translation would not do has its
+// PostgreSQL text in migrations/postgres/ under the same name.
+//
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
 
 type migration struct {
@@ -25,7 +29,10 @@ type migration struct {
 	sql     string
 }
 
-func loadMigrations() ([]migration, error) {
+func loadMigrations() ([]migration, error) { return loadMigrationsFor(KindSQLite) }
+
+// loadMigrationsFor returns the migrations in kind's dialect.
+func loadMigrationsFor(kind string) ([]migration, error) {
 	names, err := fs.Glob(migrationFS, "migrations/*.sql")
 	if err != nil {
 		return nil, err
@@ -42,7 +49,15 @@ func loadMigrations() ([]migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		ms = append(ms, migration{version: v, name: base, sql: string(body)})
+		text := string(body)
+		if kind == KindPostgres {
+			if own, err := migrationFS.ReadFile("migrations/postgres/" + base + ".sql"); err == nil {
+				text = string(own)
+			} else {
+				text = translateDDL(text)
+			}
+		}
+		ms = append(ms, migration{version: v, name: base, sql: text})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
 	for i, m := range ms {
@@ -59,13 +74,65 @@ func LatestVersion() int {
 	return len(ms)
 }
 
-func migrate(ctx context.Context, db *sql.DB) error {
-	ms, err := loadMigrations()
+// migrationDB is what migrate needs: a *sql.DB or one *sql.Conn.
+type migrationDB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// migratePostgres migrates under a session advisory lock held on one
+// connection: appliances that start at once wait for the first, then find
+// the schema current.
+func migratePostgres(ctx context.Context, db *sql.DB) error {
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`); err != nil {
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", migrateLockKey); err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", migrateLockKey)
+	if _, err := conn.ExecContext(ctx, pgFunctions); err != nil {
+		return fmt.Errorf("create the SQLite JSON functions: %w", err)
+	}
+	return migrate(ctx, conn, KindPostgres)
+}
+
+// pgFunctions gives PostgreSQL the SQLite JSON functions the code's queries
+// use, with SQLite's results for the documents Cachet stores (JSON arrays of
+// strings or objects; paths of the form $.name). They are defined, not
+// rewritten, because their results feed other expressions (json_each's value
+// is a string for a string element and JSON text for an object, as in
+// SQLite). CREATE OR REPLACE keeps this idempotent.
+const pgFunctions = `
+CREATE OR REPLACE FUNCTION json_each(doc text) RETURNS TABLE(value text)
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT CASE WHEN json_typeof(e) = 'string' THEN e #>> '{}' ELSE e::text END
+	FROM json_array_elements(doc::json) AS e
+$$;
+CREATE OR REPLACE FUNCTION json_each(doc text, path text) RETURNS TABLE(value text)
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT json_each(json_extract_path(doc::json, VARIADIC string_to_array(substr(path, 3), '.'))::text)
+$$;
+CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT json_extract_path_text(doc::json, VARIADIC string_to_array(substr(path, 3), '.'))
+$$;
+`
+
+func migrate(ctx context.Context, db migrationDB, kind string) error {
+	ms, err := loadMigrationsFor(kind)
+	if err != nil {
+		return err
+	}
+	create := `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`
+	if kind == KindPostgres {
+		create = translateDDL(create)
+	}
+	if _, err := db.ExecContext(ctx, create); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	cur, err := schemaVersion(ctx, db)

@@ -34,7 +34,15 @@ func (s *Store) ObserveCommits(fn CommitObserver) {
 // begin starts the writer's transaction and notes when.
 func (s *Store) begin(ctx context.Context) (*sql.Tx, error) {
 	s.obs.txStart = time.Now()
-	return s.w.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil || s.kind != KindPostgres {
+		return tx, err
+	}
+	if err := lockWrites(ctx, tx); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	return tx, nil
 }
 
 // commitTx commits the writer's transaction of n write requests and tells

@@ -1,7 +1,12 @@
-// Package store owns Cachet's SQLite database: opening it with the settings
-// durability needs (WAL, synchronous=FULL, foreign keys), the versioned schema
-// migrations, and the single writer that groups concurrent writes into one
-// transaction.
+// Package store owns Cachet's database: opening it with the settings
+// durability needs (for SQLite: WAL, synchronous=FULL, foreign keys), the
+// versioned schema migrations, and the single writer that groups concurrent
+// writes into one transaction.
+//
+// The database is an embedded SQLite file (Open), or a PostgreSQL database
+// that several appliances share (OpenPostgres; see postgres.go for how their
+// writes are serialized). Callers see one API either way and write their SQL
+// once, in SQLite's dialect; on PostgreSQL it is rewritten (dialect.go).
 //
 // # Writes
 //
@@ -71,13 +76,15 @@ type Options struct {
 
 // Store is an open database.
 type Store struct {
-	path     string
-	w        *sql.DB
-	r        *sql.DB
-	reqs     chan *request
-	maxBatch int
-	log      *slog.Logger
-	obs      commitObserver // observe.go; used by the writer goroutine only
+	kind      string // KindSQLite or KindPostgres
+	appliance string // this appliance's name in a PostgreSQL cluster
+	path      string // the SQLite file, or where the PostgreSQL database is (no credentials)
+	w         *sql.DB
+	r         *sql.DB
+	reqs      chan *request
+	maxBatch  int
+	log       *slog.Logger
+	obs       commitObserver // observe.go; used by the writer goroutine only
 
 	// Prepared statements by query text, on the writer's connection and on
 	// the reader pool: database/sql otherwise compiles every statement
@@ -121,21 +128,7 @@ var ErrClosed = errors.New("store is closed")
 // migrations and starts the writer. The file and its directory are created
 // readable by the owner only.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
-	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 128
-	}
-	if opts.Readers <= 0 {
-		opts.Readers = 4
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = DefaultWriteTimeout
-	}
-	if opts.MinFreeBytes == 0 {
-		opts.MinFreeBytes = DefaultMinFreeBytes
-	}
+	opts = opts.withDefaults()
 	if opts.MustExist {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
@@ -163,7 +156,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, Classify(err))
 	}
-	if err := migrate(ctx, w); err != nil {
+	if err := migrate(ctx, w, KindSQLite); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, Classify(err))
 	}
@@ -174,7 +167,38 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
+	s := newStore(KindSQLite, path, w, r, opts)
+	if s.files, err = openFiles(path); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	go s.writer()
+	return s, nil
+}
+
+func (opts Options) withDefaults() Options {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 128
+	}
+	if opts.Readers <= 0 {
+		opts.Readers = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = DefaultMinFreeBytes
+	}
+	return opts
+}
+
+func newStore(kind, path string, w, r *sql.DB, opts Options) *Store {
 	s := &Store{
+		kind:     kind,
 		path:     path,
 		w:        w,
 		r:        r,
@@ -188,13 +212,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		beforeCommit: opts.BeforeCommit,
 	}
 	s.health.Store(&healthState{})
-	if s.files, err = openFiles(path); err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	go s.writer()
-	return s, nil
+	return s
 }
 
 func dsn(path string, readOnly bool) string {
@@ -235,7 +253,8 @@ func checkPragmas(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// Path is the database file.
+// Path is the database file, or for PostgreSQL where the database is
+// (postgres://host:port/name, without credentials).
 func (s *Store) Path() string { return s.path }
 
 // DB returns the read-only connection pool. Writing through it fails.
@@ -580,9 +599,10 @@ func (s *Store) QueryContext(ctx context.Context, query string, args ...any) (*s
 	return s.r.QueryContext(ctx, query, args...)
 }
 
-// IsConstraint reports whether err is an SQLite constraint violation (a
-// duplicate key, a failed foreign key), which callers map to a conflict.
+// IsConstraint reports whether err is a constraint violation (a duplicate
+// key, a failed foreign key) of either database, which callers map to a
+// conflict.
 func IsConstraint(err error) bool {
 	var se sqlite3.Error
-	return errors.As(err, &se) && se.Code == sqlite3.ErrConstraint
+	return errors.As(err, &se) && se.Code == sqlite3.ErrConstraint || isPGConstraint(err)
 }

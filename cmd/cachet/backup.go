@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,9 @@ func runBackup(ctx context.Context, args []string, out io.Writer) error {
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if cfg.Store.Kind == config.StorePostgres {
+		return errPostgresBackup
 	}
 	path := *outFile
 	if *outDir != "" {
@@ -68,6 +72,9 @@ func installBackup(ctx context.Context, cfgPath, file string, out io.Writer) (fu
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Store.Kind == config.StorePostgres {
+		return nil, errPostgresBackup
+	}
 	m, err := backup.Extract(ctx, file, cfg.Store.Path)
 	if err != nil {
 		return nil, err
@@ -95,3 +102,7 @@ func verifyAudit(ctx context.Context, a *appliance, out io.Writer) error {
 	fmt.Fprintf(out, "audit log verified: %d records, %d signed checkpoints, head %d\n", rep.Records, rep.Checkpoints, rep.HeadSeq)
 	return nil
 }
+
+// errPostgresBackup: backups are SQLite snapshots; a PostgreSQL store is
+// backed up by PostgreSQL's own tools.
+var errPostgresBackup = errors.New("store.kind is postgres: back the database up with PostgreSQL's own tools (pg_basebackup with WAL archiving, or pg_dump); `cachet backup` snapshots a SQLite store")

@@ -52,7 +52,9 @@ func TestMain(m *testing.M) {
 		fmt.Printf("status=%d body=%s\n", code, body)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	stopPG()
+	os.Exit(code)
 }
 
 // clientRequest is the test client's one request, run as another uid: GET

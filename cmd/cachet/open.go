@@ -119,7 +119,7 @@ func openWith(ctx context.Context, cfg *config.Config, o openOptions) (*applianc
 	if a.backend, err = openBackend(ctx, cfg, a.log, o); err != nil {
 		return nil, err
 	}
-	if a.store, err = store.Open(ctx, cfg.Store.Path, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, Logger: a.log, MustExist: o.mustExist, BeforeCommit: freezeHook()}); err != nil {
+	if a.store, err = openStore(ctx, cfg, store.Options{MaxBatch: cfg.Store.MaxBatch, Readers: cfg.Store.Readers, Logger: a.log, MustExist: o.mustExist, BeforeCommit: freezeHook()}); err != nil {
 		a.backend.Close()
 		return nil, err
 	}

@@ -65,6 +65,7 @@ func main() {
 	flag.IntVar(&o.seed, "seed", 100_000, "policy scenario: past contributions sent before the timed phase")
 	flag.StringVar(&o.jwtFile, "jwt-file", "", "userkey scenario: a JWT of the app's identity provider")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&o.sockets, "also-sockets", "", "more appliances' sockets (comma-separated) sharing one PostgreSQL store: the timed requests' connections go round-robin over all")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -73,9 +74,9 @@ func main() {
 }
 
 type options struct {
-	appFile, scenarios, levels, jwtFile, jsonOut string
-	perLevel, seed                               int
-	boundFor                                     time.Duration
+	appFile, scenarios, levels, jwtFile, jsonOut, sockets string
+	perLevel, seed                                        int
+	boundFor                                              time.Duration
 }
 
 // result is one scenario at one concurrency, as printed and as JSON.
@@ -122,10 +123,15 @@ func run(o options) error {
 	if app.PublicURL == "" {
 		app.PublicURL = "http://localhost"
 	}
+	socks := []string{app.Socket}
+	if o.sockets != "" {
+		socks = append(socks, strings.Split(o.sockets, ",")...)
+	}
+	var dials atomic.Uint64
 	r := &rig{app: app, c: client.New(app.Socket, app.PublicURL, app.AppID, app.AppSecret), o: o,
 		httpc: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", app.Socket)
+				return (&net.Dialer{}).DialContext(ctx, "unix", socks[(dials.Add(1)-1)%uint64(len(socks))])
 			},
 			MaxIdleConnsPerHost: 512,
 		}}}
