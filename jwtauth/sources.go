@@ -265,16 +265,19 @@ func (s *urlSource) fetch(ctx context.Context, call *fetchCall, reason string) {
 	keeping := s.set != nil
 	s.inflight = nil
 	s.mu.Unlock()
-	close(call.done)
 
+	// Logged before the waiters are released, so that the log line is
+	// there when a caller sees the outcome (an operator reading the log
+	// after a refusal, or a test).
 	if err != nil {
 		// The warning names the URL but never a token: the fetch is not
 		// tied to any one token.
 		s.log.Warn("jwtauth: JWKS fetch failed", "url", s.logURL, "reason", reason,
 			"error", err, "keeping_last_good_set", keeping)
-		return
+	} else {
+		s.log.Info("jwtauth: JWKS fetched", "url", s.logURL, "reason", reason, "keys", len(set.keys))
 	}
-	s.log.Info("jwtauth: JWKS fetched", "url", s.logURL, "reason", reason, "keys", len(set.keys))
+	close(call.done)
 }
 
 func (s *urlSource) get(ctx context.Context) (*keySet, error) {
