@@ -199,8 +199,8 @@ func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
 	// remaining contribution: what runningAt needs at each end.
 	const key = `aggregation_id = ? AND wallet_id = ? AND group_key = ?`
 	var hi, lo, first, firstAmount sql.NullString
-	k := []any{q.AggregationID, q.WalletID, q.GroupKey}
-	args := append(append(append(append(append(append([]any{}, k...), q.Until.UnixMilli()), k...), q.Since.UnixMilli()), k...), k...)
+	a, w, g := q.AggregationID, q.WalletID, q.GroupKey
+	args := []any{a, w, g, q.Until.UnixMilli(), a, w, g, q.Since.UnixMilli(), a, w, g, a, w, g}
 	err := r.q.QueryRowContext(r.ctx, `SELECT
 		(SELECT running FROM aggregation_events WHERE `+key+` AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1),
 		(SELECT running FROM aggregation_events WHERE `+key+` AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1),

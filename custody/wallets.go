@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -331,19 +332,19 @@ func (s *Service) insertWallet(ctx context.Context, tx *store.Tx, c Call, in Wal
 	if err != nil {
 		return Wallet{}, fmt.Errorf("insert wallet: %w", err)
 	}
-	if err := linkQuorums(tx, nw.id); err != nil {
+	if err := linkWallet(tx, nw.id, owner, policies, signers); err != nil {
 		return Wallet{}, err
 	}
 	return loadWallet(ctx, txq{tx}, c.App, nw.id)
 }
 
-// linkQuorums makes wallet_quorums and wallet_policies hold exactly the
+// relinkWallet makes wallet_quorums and wallet_policies hold exactly the
 // wallet's owner and additional signers, and its policies and the signers'
-// override policies, as its row now has them; every write of owner_id,
+// override policies, as its row now has them; every update of owner_id,
 // policy_ids or additional_signers calls it in the same transaction. They
 // let a user's wallets and a quorum's or policy's users be found by index
 // inside the writer, where a scan of every wallet would hold every commit.
-func linkQuorums(tx *store.Tx, walletID string) error {
+func relinkWallet(tx *store.Tx, walletID string) error {
 	var owner sql.NullString
 	var policies, signers string
 	if err := tx.QueryRow(`SELECT owner_id, policy_ids, additional_signers FROM wallets WHERE id = ?`, walletID).Scan(&owner, &policies, &signers); err != nil {
@@ -357,11 +358,23 @@ func linkQuorums(tx *store.Tx, walletID string) error {
 	if err := json.Unmarshal([]byte(signers), &ss); err != nil {
 		return fmt.Errorf("link wallet %s: additional signers: %w", walletID, err)
 	}
-	qs := make([]string, 0, len(ss)+1)
-	if owner.Valid {
-		qs = append(qs, owner.String)
+	for _, table := range []string{"wallet_quorums", "wallet_policies"} {
+		if _, err := tx.Exec(`DELETE FROM `+table+` WHERE wallet_id = ?`, walletID); err != nil {
+			return fmt.Errorf("link wallet %s: %w", walletID, err)
+		}
 	}
-	for _, sg := range ss {
+	return linkWallet(tx, walletID, owner.String, ps, ss)
+}
+
+// linkWallet adds a wallet's owner (if any), policies and signers to the
+// link tables, which hold none of its links yet.
+func linkWallet(tx *store.Tx, walletID, owner string, policies []string, signers []Signer) error {
+	qs := make([]string, 0, len(signers)+1)
+	if owner != "" {
+		qs = append(qs, owner)
+	}
+	ps := slices.Clone(policies)
+	for _, sg := range signers {
 		qs = append(qs, sg.SignerID)
 		ps = append(ps, sg.OverridePolicyIDs...)
 	}
@@ -369,9 +382,6 @@ func linkQuorums(tx *store.Tx, walletID string) error {
 		table, column string
 		ids           []string
 	}{{"wallet_quorums", "quorum_id", qs}, {"wallet_policies", "policy_id", ps}} {
-		if _, err := tx.Exec(`DELETE FROM `+l.table+` WHERE wallet_id = ?`, walletID); err != nil {
-			return fmt.Errorf("link wallet %s: %w", walletID, err)
-		}
 		for _, id := range l.ids {
 			if _, err := tx.Exec(`INSERT INTO `+l.table+`(`+l.column+`, wallet_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, walletID); err != nil {
 				return fmt.Errorf("link wallet %s: %w", walletID, err)
@@ -553,7 +563,7 @@ func (s *Service) UpdateWallet(ctx context.Context, c Call, id string, in Wallet
 				}
 			}
 			if in.OwnerSet || in.OwnerIDSet || in.PolicyIDs != nil || in.AdditionalSigners != nil {
-				if err := linkQuorums(tx, id); err != nil {
+				if err := relinkWallet(tx, id); err != nil {
 					return nil, err
 				}
 			}

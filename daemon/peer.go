@@ -15,15 +15,9 @@ import (
 )
 
 // Peer is the local process at the other end of a connection, as the kernel
-// reports it (SO_PEERCRED, SO_PEERGROUPS) at connect time.
-type Peer struct {
-	PID    int32
-	UID    uint32
-	GID    uint32
-	Groups []uint32 // supplementary groups
-}
-
-func (p Peer) String() string { return fmt.Sprintf("uid=%d gid=%d pid=%d", p.UID, p.GID, p.PID) }
+// reports it (SO_PEERCRED, SO_PEERGROUPS) at connect time; the signer
+// endpoints read the same (package peercred).
+type Peer = peercred.Cred
 
 type peerKey struct{}
 
@@ -35,12 +29,6 @@ func PeerFrom(ctx context.Context) (Peer, error) {
 		return Peer{}, errors.New("no peer credentials on this connection")
 	}
 	return p, nil
-}
-
-// peerCredentials reads the peer of a Unix socket connection.
-func peerCredentials(c *net.UnixConn) (Peer, error) {
-	p, err := peercred.Read(c)
-	return Peer{PID: p.PID, UID: p.UID, GID: p.GID, Groups: p.Groups}, err
 }
 
 // PeerPolicy decides which local users may connect.
@@ -88,7 +76,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 			l.log.Error("refused a connection that is not a Unix socket", "remote", c.RemoteAddr().String())
 			continue
 		}
-		p, err := peerCredentials(uc)
+		p, err := peercred.Read(uc)
 		if err != nil {
 			c.Close()
 			l.log.Error("refused a connection whose peer credentials cannot be read", "error", err)

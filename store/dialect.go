@@ -34,26 +34,12 @@ func rewrite(q string) string {
 	n := 0
 	for i := 0; i < len(q); {
 		c := q[i]
-		switch {
-		case c == '\'' || c == '"':
-			j := skipQuoted(q, i)
+		if j := verbatim(q, i); j > i {
 			b.WriteString(q[i:j])
 			i = j
-		case c == '-' && i+1 < len(q) && q[i+1] == '-':
-			j := strings.IndexByte(q[i:], '\n')
-			if j < 0 {
-				j = len(q) - i
-			}
-			b.WriteString(q[i : i+j])
-			i += j
-		case c == '/' && i+1 < len(q) && q[i+1] == '*':
-			j := strings.Index(q[i+2:], "*/")
-			end := len(q)
-			if j >= 0 {
-				end = i + 2 + j + 2
-			}
-			b.WriteString(q[i:end])
-			i = end
+			continue
+		}
+		switch {
 		case c == '?':
 			j := i + 1
 			for j < len(q) && q[j] >= '0' && q[j] <= '9' {
@@ -113,6 +99,27 @@ func rewrite(q string) string {
 
 // skipQuoted returns the index just past the quoted token starting at i
 // (a doubled quote character stands for itself).
+// verbatim returns the end of the string literal, quoted identifier or
+// comment that starts at q[i], which both translations copy unchanged, or
+// i when none starts there.
+func verbatim(q string, i int) int {
+	switch {
+	case q[i] == '\'' || q[i] == '"':
+		return skipQuoted(q, i)
+	case strings.HasPrefix(q[i:], "--"):
+		if j := strings.IndexByte(q[i:], '\n'); j >= 0 {
+			return i + j
+		}
+		return len(q)
+	case strings.HasPrefix(q[i:], "/*"):
+		if j := strings.Index(q[i+2:], "*/"); j >= 0 {
+			return i + 2 + j + 2
+		}
+		return len(q)
+	}
+	return i
+}
+
 func skipQuoted(q string, i int) int {
 	quote := q[i]
 	for j := i + 1; j < len(q); j++ {
@@ -155,18 +162,12 @@ func translateDDL(q string) string {
 	indexDepth := 0
 	for i := 0; i < len(q); {
 		c := q[i]
-		switch {
-		case c == '\'' || c == '"':
-			j := skipQuoted(q, i)
+		if j := verbatim(q, i); j > i {
 			b.WriteString(q[i:j])
 			i = j
-		case c == '-' && i+1 < len(q) && q[i+1] == '-':
-			j := strings.IndexByte(q[i:], '\n')
-			if j < 0 {
-				j = len(q) - i
-			}
-			b.WriteString(q[i : i+j])
-			i += j
+			continue
+		}
+		switch {
 		case isIdentStart(c):
 			j := i
 			for j < len(q) && isIdent(q[j]) {

@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -127,61 +126,24 @@ func TestHATwoAppliances(t *testing.T) {
 	e := &policyEnv{t: t, ctx: ctx, cl: ca}
 	e.user, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	e.server, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	agg := e.must("POST", "/v1/aggregations", map[string]any{
-		"name": "spent", "method": "eth_signTransaction",
-		"metric": map[string]any{"field_source": "ethereum_calldata", "field": "transfer._value", "abi": json.RawMessage(erc20ABI), "function": "sum"},
-		"window": map[string]any{"type": "rolling", "seconds": 3600},
-		"owner":  map[string]string{"public_key": pubOf(t, e.user)},
-	})
-	p := e.must("POST", "/v1/policies", map[string]any{
-		"version": "1.0", "name": "budget", "chain_type": "ethereum", "owner": map[string]string{"public_key": pubOf(t, e.user)},
-		"rules": []any{
-			map[string]any{"name": "budget", "method": "eth_signTransaction", "action": "DENY",
-				"conditions": []any{cond("reference", "aggregation."+agg["id"].(string), "gt", "2500")}},
-			map[string]any{"name": "transfers", "method": "eth_signTransaction", "action": "ALLOW",
-				"conditions": []any{cond("ethereum_calldata", "transfer", "eq", "transfer", erc20ABI)}},
-		},
-	})
-	w := e.must("POST", "/v1/wallets", map[string]any{"chain_type": "ethereum", "owner": map[string]string{"public_key": pubOf(t, e.server)},
-		"policy_ids": []string{p["id"].(string)}})
+	wid := e.budgetWallet()
 	const clients, each = 64, 100
-	var mu sync.Mutex
-	var signed, refused int
+	signedBy, refused := spendConcurrently(t, clients, each, func(i int, body any) error {
+		cl := []*client.Client{ca, cb}[i%2]
+		_, err := cl.Do(ctx, client.Request{Method: "POST", Path: "/v1/wallets/" + wid + "/rpc", Body: body, Keys: []*ecdsa.PrivateKey{e.server}})
+		return err
+	})
 	perAppliance := [2]int{}
-	var other []error
-	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			cl := []*client.Client{ca, cb}[i%2]
-			_, err := cl.Do(ctx, client.Request{Method: "POST", Path: "/v1/wallets/" + w["id"].(string) + "/rpc",
-				Body: txBody(1000+i, token, transferData(t, "transfer", each), "0x0"), Keys: []*ecdsa.PrivateKey{e.server}})
-			mu.Lock()
-			defer mu.Unlock()
-			var ce *client.Error
-			switch {
-			case err == nil:
-				signed++
-				perAppliance[i%2]++
-			case errors.As(err, &ce) && ce.Code == "policy_violation":
-				refused++
-			default:
-				other = append(other, err)
-			}
-		}(i)
+	for _, i := range signedBy {
+		perAppliance[i%2]++
 	}
-	wg.Wait()
-	if len(other) > 0 {
-		t.Fatalf("unexpected errors: %v", other)
-	}
-	if signed != 25 || refused != clients-25 {
+	if signed := len(signedBy); signed != 25 || refused != clients-25 {
 		t.Fatalf("%d signed (%d tokens; %d by the HSM appliance, %d by the TPM one), %d refused; want exactly 25 signed (2500 tokens)", signed, signed*each, perAppliance[0], perAppliance[1], refused)
 	}
 	t.Logf("aggregation: %d signed by the HSM appliance, %d by the TPM one", perAppliance[0], perAppliance[1])
 
 	// A signed request accepted by one appliance is refused by the other.
-	path := "/v1/wallets/" + w["id"].(string) + "/rpc"
+	path := "/v1/wallets/" + wid + "/rpc"
 	body, _ := json.Marshal(txBody(5000, token, transferData(t, "transfer", 0), "0x0"))
 	h := http.Header{}
 	h.Set("Authorization", basicAuth(c.a.appID, c.a.appSecret))

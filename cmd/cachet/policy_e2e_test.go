@@ -231,6 +231,22 @@ func TestPolicyScenario(t *testing.T) {
 // update are one serialized step, so no more than the limit is ever signed.
 func TestAggregationLimitUnderConcurrency(t *testing.T) {
 	e, _ := newPolicyEnv(t)
+	w := e.budgetWallet()
+	const clients, each = 64, 100
+	signed, refused := spendConcurrently(t, clients, each, func(i int, body any) error {
+		_, err := e.do("POST", "/v1/wallets/"+w+"/rpc", body, e.server)
+		return err
+	})
+	if len(signed)*each > 2500 || len(signed) != 25 || refused != clients-25 {
+		t.Fatalf("%d signed (%d tokens), %d refused; want exactly 25 signed (2500 tokens) and %d refused", len(signed), len(signed)*each, refused, clients-25)
+	}
+}
+
+// budgetWallet makes a wallet owned by e.server under a policy that allows
+// ERC-20 transfers up to 2,500 tokens an hour (an aggregation and policy
+// owned by e.user), and returns its id.
+func (e *policyEnv) budgetWallet() string {
+	t := e.t
 	agg := e.must("POST", "/v1/aggregations", map[string]any{
 		"name": "spent", "method": "eth_signTransaction",
 		"metric": map[string]any{"field_source": "ethereum_calldata", "field": "transfer._value", "abi": json.RawMessage(erc20ABI), "function": "sum"},
@@ -248,22 +264,29 @@ func TestAggregationLimitUnderConcurrency(t *testing.T) {
 	})
 	w := e.must("POST", "/v1/wallets", map[string]any{"chain_type": "ethereum", "owner": map[string]string{"public_key": pubOf(t, e.server)},
 		"policy_ids": []string{p["id"].(string)}})
-	const clients, each = 64, 100
+	return w["id"].(string)
+}
+
+// spendConcurrently sends, from clients goroutines at once, one transfer of
+// each tokens per client through send (client i's body has nonce 1000+i).
+// It returns the clients whose transfer was signed and how many were
+// refused by policy; any other outcome fails t.
+func spendConcurrently(t *testing.T, clients, each int, send func(i int, body any) error) (signed []int, refused int) {
+	t.Helper()
 	var mu sync.Mutex
-	var signed, refused int
 	var other []error
 	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, err := e.do("POST", "/v1/wallets/"+w["id"].(string)+"/rpc", txBody(1000+i, token, transferData(t, "transfer", each), "0x0"), e.server)
+			err := send(i, txBody(1000+i, token, transferData(t, "transfer", int64(each)), "0x0"))
 			mu.Lock()
 			defer mu.Unlock()
 			var ce *client.Error
 			switch {
 			case err == nil:
-				signed++
+				signed = append(signed, i)
 			case errors.As(err, &ce) && ce.Code == "policy_violation":
 				refused++
 			default:
@@ -275,9 +298,7 @@ func TestAggregationLimitUnderConcurrency(t *testing.T) {
 	if len(other) > 0 {
 		t.Fatalf("unexpected errors: %v", other)
 	}
-	if signed*each > 2500 || signed != 25 || refused != clients-25 {
-		t.Fatalf("%d signed (%d tokens), %d refused; want exactly 25 signed (2500 tokens) and %d refused", signed, signed*each, refused, clients-25)
-	}
+	return signed, refused
 }
 
 // Policies, rules and condition sets as resources: validation names the bad
