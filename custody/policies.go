@@ -189,38 +189,47 @@ func (r resolvers) Aggregation(id string) (*policy.CompiledAggregation, error) {
 	return a, nil
 }
 
-// Sum is the total of a key's contributions with at in (Since, Until]: the
-// running total at Until less the running total at Since, two index
-// lookups whatever the number of contributions (see migration 0009). The
-// running totals are exact: they are written in the single writer's
-// transaction, each from the one before it.
+// Sum is the total of a key's contributions with at in (Since, Until]: two
+// index lookups whatever the number of contributions (see migration 0009).
+// The running totals are exact: they are written in the single writer's
+// transaction, each from the one before it, in (at, rowid) order.
+//
+// With next the key's first contribution after Since and last its last at
+// or before Until, the total is last.running − (next.running − next.amount):
+// next.running − next.amount is the running total just before next, that
+// is at Since, whether or not the rows before next are still kept (the
+// purge drops old ones). No next, or a next after Until, is an empty window.
 func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
-	// One statement for the running totals at both ends and the key's first
-	// remaining contribution: what runningAt needs at each end.
 	const key = `aggregation_id = ? AND wallet_id = ? AND group_key = ?`
-	var hi, lo, first, firstAmount sql.NullString
+	var last sql.NullString
+	var nextRunning, nextAmount string
+	var nextAt int64
 	a, w, g := q.AggregationID, q.WalletID, q.GroupKey
-	args := []any{a, w, g, q.Until.UnixMilli(), a, w, g, q.Since.UnixMilli(), a, w, g, a, w, g}
+	until := q.Until.UnixMilli()
 	err := r.q.QueryRowContext(r.ctx, `SELECT
 		(SELECT running FROM aggregation_events WHERE `+key+` AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1),
-		(SELECT running FROM aggregation_events WHERE `+key+` AND at <= ? ORDER BY at DESC, rowid DESC LIMIT 1),
-		(SELECT running FROM aggregation_events WHERE `+key+` ORDER BY at, rowid LIMIT 1),
-		(SELECT amount FROM aggregation_events WHERE `+key+` ORDER BY at, rowid LIMIT 1)`, args...).Scan(&hi, &lo, &first, &firstAmount)
-	if err != nil {
+		running, amount, at
+		FROM aggregation_events WHERE `+key+` AND at > ? ORDER BY at, rowid LIMIT 1`,
+		a, w, g, until, a, w, g, q.Since.UnixMilli()).Scan(&last, &nextRunning, &nextAmount, &nextAt)
+	sum := new(big.Int)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
 		return nil, err
+	case nextAt > until:
+	case !last.Valid:
+		// next is at or before Until, so last exists: a store that says
+		// otherwise is not trusted with a limit.
+		return nil, fmt.Errorf("aggregation %s: running totals are inconsistent", a)
+	default:
+		l, ok1 := sum.SetString(last.String, 10)
+		nr, ok2 := new(big.Int).SetString(nextRunning, 10)
+		na, ok3 := new(big.Int).SetString(nextAmount, 10)
+		if !ok1 || !ok2 || !ok3 {
+			return nil, fmt.Errorf("aggregation %s holds a malformed amount", a)
+		}
+		sum = l.Sub(l, nr.Sub(nr, na))
 	}
-	at := func(running sql.NullString) (*big.Int, error) {
-		return runningAt(q.AggregationID, running, first, firstAmount)
-	}
-	sum, err := at(hi)
-	if err != nil {
-		return nil, err
-	}
-	l, err := at(lo)
-	if err != nil {
-		return nil, err
-	}
-	sum.Sub(sum, l)
 	if r.e != nil && r.e.legacyGone.Load() {
 		return sum, nil
 	}
@@ -229,28 +238,6 @@ func (r resolvers) Sum(q policy.SumQuery) (*big.Int, error) {
 		return nil, err
 	}
 	return sum.Add(sum, legacy), nil
-}
-
-// runningAt is the running total of a key at a time: the running total of
-// its last contribution then, or with none left at or before it (none yet,
-// or the purge removed them) the total before the key's first remaining
-// contribution, that row's running total less its amount; 0 for a key
-// without contributions.
-func runningAt(aggregation string, running, first, firstAmount sql.NullString) (*big.Int, error) {
-	amount := "0"
-	switch {
-	case running.Valid:
-	case first.Valid:
-		running, amount = first, firstAmount.String
-	default:
-		return new(big.Int), nil
-	}
-	v, ok1 := new(big.Int).SetString(running.String, 10)
-	a, ok2 := new(big.Int).SetString(amount, 10)
-	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("aggregation %s holds a malformed amount", aggregation)
-	}
-	return v.Sub(v, a), nil
 }
 
 // legacySum sums contributions recorded before running totals existed, one

@@ -112,3 +112,40 @@ func TestRunningSumsAreExact(t *testing.T) {
 		t.Error("the legacy table is empty, but Sum still reads it")
 	}
 }
+
+// The window is (Since, Until]: a contribution at Since is out, one at Until
+// is in, and one a millisecond after Until is out.
+func TestSumWindowEdges(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "c.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO aggregations(id, app_id, name, definition, created_at) VALUES ('agg', 'app', 'n', '{}', 0)`); err != nil {
+			return err
+		}
+		for _, c := range []struct{ at, v int64 }{{1000, 1}, {2000, 10}, {2000, 20}, {3000, 100}} {
+			if err := addContribution(tx, "agg", "w", "", big.NewInt(c.v), c.at); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := resolvers{ctx: ctx, q: st, e: &storedPolicies{}, committed: true}
+	for _, c := range []struct{ since, until, want int64 }{
+		{999, 1000, 1}, {1000, 2000, 30}, {1000, 1999, 0}, {1999, 2000, 30}, {2000, 3000, 100},
+		{2000, 2999, 0}, {0, 5000, 131}, {3000, 4000, 0}, {500, 999, 0}, {0, 0, 0}, {999, 2999, 31},
+	} {
+		got, err := r.Sum(policy.SumQuery{AggregationID: "agg", WalletID: "w", Since: time.UnixMilli(c.since), Until: time.UnixMilli(c.until)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Int64() != c.want {
+			t.Errorf("sum over (%d, %d] = %s, want %d", c.since, c.until, got, c.want)
+		}
+	}
+}
