@@ -18,17 +18,7 @@ import (
 // checked against a plain sum over 2,000 random contributions.
 func TestRunningSumsAreExact(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "c.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Write(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`INSERT INTO aggregations(id, app_id, name, definition, created_at) VALUES ('agg', 'app', 'n', '{}', 0)`)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	st := aggregationStore(t)
 	type event struct {
 		group string
 		at    int64
@@ -117,15 +107,8 @@ func TestRunningSumsAreExact(t *testing.T) {
 // is in, and one a millisecond after Until is out.
 func TestSumWindowEdges(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "c.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := aggregationStore(t)
 	if err := st.Write(ctx, func(tx *store.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO aggregations(id, app_id, name, definition, created_at) VALUES ('agg', 'app', 'n', '{}', 0)`); err != nil {
-			return err
-		}
 		for _, c := range []struct{ at, v int64 }{{1000, 1}, {2000, 10}, {2000, 20}, {3000, 100}} {
 			if err := addContribution(tx, "agg", "w", "", big.NewInt(c.v), c.at); err != nil {
 				return err
@@ -148,4 +131,23 @@ func TestSumWindowEdges(t *testing.T) {
 			t.Errorf("sum over (%d, %d] = %s, want %d", c.since, c.until, got, c.want)
 		}
 	}
+}
+
+// aggregationStore is a fresh store holding one aggregation, "agg", for
+// contributions to be added to directly.
+func aggregationStore(t *testing.T) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "c.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.Exec(`INSERT INTO aggregations(id, app_id, name, definition, created_at) VALUES ('agg', 'app', 'n', '{}', 0)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
