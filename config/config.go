@@ -413,6 +413,13 @@ func (c *Config) resolvePaths() {
 	if c.path != "" {
 		base = filepath.Dir(c.path)
 	}
+	// Absolute, so that a path made from another (the store under
+	// data_dir) is not joined to the base a second time: with
+	// --config .cachet/dev/cachet.toml the store was looked for under
+	// .cachet/dev/.cachet/dev/data.
+	if b, err := filepath.Abs(base); err == nil {
+		base = b
+	}
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
 			return p

@@ -209,3 +209,33 @@ func TestAppSecret(t *testing.T) {
 		t.Fatalf("bad hash %q", app.SecretHash)
 	}
 }
+
+// A config named by a relative path (cachet status --config
+// .cachet/dev-pkcs11/cachet.toml) resolves its relative paths once, against
+// the file's directory, and the results are absolute.
+func TestRelativeConfigPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.MkdirAll(filepath.Join("a", "b"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, data, base string }{
+		{filepath.Join("a", "b", "cachet.toml"), "data_dir = \"data\"\n[backend.pkcs11]\npin_file = \"secrets/pin\"\n", filepath.Join(dir, "a", "b")},
+		{"cachet.toml", "data_dir = \"data\"\n[backend.pkcs11]\npin_file = \"secrets/pin\"\n", dir},
+	} {
+		got, err := Parse(c.path, []byte(c.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []struct{ name, got, want string }{
+			{"data_dir", got.DataDir, filepath.Join(c.base, "data")},
+			{"store", got.Store.Path, filepath.Join(c.base, "data", "cachet.db")},
+			{"tpm state", got.Backend.TPM.StateFile, filepath.Join(c.base, "data", "tpm-state.json")},
+			{"pin_file", got.Backend.PKCS11.PINFile, filepath.Join(c.base, "secrets", "pin")},
+		} {
+			if p.got != p.want {
+				t.Errorf("%s: %s is %s, want %s", c.path, p.name, p.got, p.want)
+			}
+		}
+	}
+}
