@@ -2,7 +2,11 @@
 // scenario by scenario, at several client concurrencies: throughput,
 // p50/p99/p999 latency and errors, beside the bound from the cryptography
 // each request needs, measured in the same run on all cores, and the ratio
-// of the two.
+// of the two. Each level also reports where the CPU went: the appliance's
+// CPU time per request (the process behind the socket, found by its peer
+// credentials, read from /proc/PID/stat), the clients' (this process), and
+// the machine's idle and stolen time (/proc/stat), so that a run on a
+// shared VM says how much of its spread the hypervisor took.
 //
 // Scenarios:
 //   - plain: eth_signTransaction on a wallet owned by one P-256 key;
@@ -92,6 +96,7 @@ type result struct {
 	FirstError string  `json:"first_error,omitempty"`
 	Bound      float64 `json:"crypto_bound_per_s"`
 	Ratio      float64 `json:"ratio_to_bound"`
+	cpuUse
 }
 
 // load is what a scenario sends: request i, made before the timed phase,
@@ -109,6 +114,9 @@ type rig struct {
 	c     *client.Client
 	httpc *http.Client
 	o     options
+	// pids are the processes serving the sockets, whose CPU time each
+	// level reports; none if they could not be found.
+	pids []int
 }
 
 func run(o options) error {
@@ -135,6 +143,9 @@ func run(o options) error {
 			},
 			MaxIdleConnsPerHost: 512,
 		}}}
+	if r.pids, err = appliancePIDs(socks); err != nil {
+		fmt.Fprintf(os.Stderr, "load: the appliances' CPU time will not be reported: %v\n", err)
+	}
 	var cs []int
 	for _, s := range strings.Split(o.levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -157,8 +168,8 @@ func run(o options) error {
 		}
 		bound := l.bound(o.boundFor)
 		fmt.Printf("\n### %s: %s\ncrypto bound: %.0f req/s (%d goroutines, %s)\n\n", name, l.describe, bound, runtime.GOMAXPROCS(0), o.boundFor)
-		fmt.Println("| clients | requests | throughput (req/s) | p50 | p99 | p99.9 | errors | of the bound |")
-		fmt.Println("|---|---|---|---|---|---|---|---|")
+		fmt.Println("| clients | requests | throughput (req/s) | p50 | p99 | p99.9 | errors | of the bound | appliance CPU/req | client CPU/req | idle | steal |")
+		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 		for _, conc := range cs {
 			res, err := r.level(name, l, conc)
 			if err != nil {
@@ -166,8 +177,8 @@ func run(o options) error {
 			}
 			res.Bound, res.Ratio = bound, res.Throughput/bound
 			all = append(all, res)
-			fmt.Printf("| %d | %d | %.0f | %.2f ms | %.2f ms | %.2f ms | %d | %.0f %% |\n", conc, res.Requests, res.Throughput,
-				res.P50ms, res.P99ms, res.P999ms, res.Errors, 100*res.Ratio)
+			fmt.Printf("| %d | %d | %.0f | %.2f ms | %.2f ms | %.2f ms | %d | %.0f %% | %s | %.0f µs | %.0f %% | %.0f %% |\n", conc, res.Requests, res.Throughput,
+				res.P50ms, res.P99ms, res.P999ms, res.Errors, 100*res.Ratio, res.appliance(), res.ClientUSPerReq, res.IdlePct, res.StealPct)
 			if res.FirstError != "" {
 				fmt.Fprintf(os.Stderr, "first error at %d clients: %s\n", conc, res.FirstError)
 			}
@@ -201,6 +212,7 @@ func (r *rig) level(name string, l *load, conc int) (result, error) {
 	var firstErr atomic.Value
 	stop := r.progress(fmt.Sprintf("%s, %d clients", name, conc), int64(n), &done)
 	var wg sync.WaitGroup
+	cpu0 := sampleCPU(r.pids)
 	start := time.Now()
 	for range conc {
 		wg.Go(func() {
@@ -222,11 +234,13 @@ func (r *rig) level(name string, l *load, conc int) (result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1 := sampleCPU(r.pids)
 	stop()
 	slices.Sort(lat)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	res := result{Scenario: name, Clients: conc, Requests: n, Throughput: float64(n) / elapsed.Seconds(),
-		P50ms: ms(lat[n/2]), P99ms: ms(lat[n*99/100]), P999ms: ms(lat[n*999/1000]), Errors: errs.Load()}
+		P50ms: ms(lat[n/2]), P99ms: ms(lat[n*99/100]), P999ms: ms(lat[n*999/1000]), Errors: errs.Load(),
+		cpuUse: cpuBetween(cpu0, cpu1, n)}
 	if e, ok := firstErr.Load().(string); ok {
 		res.FirstError = e
 	}
