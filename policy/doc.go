@@ -156,9 +156,11 @@
 // aggregation, the wallet and the request's group (AggregateResolver.Sum),
 // plus the request's own amount if the request counts toward the
 // aggregation: "lte 1000" therefore means "this request keeps the total
-// within 1000". After signing, the API records Contribution for the
-// aggregations the governing policy references, in the same serialized
-// step as the sums were read.
+// within 1000". On a request that is not a transaction (a "*" rule on a
+// message, typed data, a hash or a delegation) the reference cannot be
+// evaluated and fails closed. After signing, the API records Contribution
+// for the aggregations the governing policy references, in the same
+// serialized step as the sums were read.
 //
 // # Trace
 //

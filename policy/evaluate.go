@@ -289,6 +289,14 @@ func (e *evaluation) value(f *field) (v val, notThis string, err error) {
 		}
 		return val{kind: kindNumber, num: big.NewInt(e.env.Now.Unix())}, "", nil
 	case srcReference:
+		// An aggregation sums transactions; any other request (a "*" rule
+		// on a raw hash, a permit, a delegation) has no amount it could
+		// count, so the reference cannot be evaluated for it and fails
+		// closed, rather than comparing the transactions' prior sum and
+		// letting the request through uncounted.
+		if req.Tx == nil {
+			return val{}, "", errNoTx
+		}
 		total, err := e.reference(f.aggID)
 		if err != nil {
 			return val{}, "", err
