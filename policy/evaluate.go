@@ -403,6 +403,11 @@ func (e *evaluation) resolveReference(id string) (*big.Int, error) {
 	if agg == nil {
 		return nil, errors.New("aggregation not found")
 	}
+	if e.req.Method != agg.method {
+		// The request would be compared with a sum it never joins: a
+		// limit that never binds on it. Fail closed instead.
+		return nil, fmt.Errorf("the aggregation counts %s requests, not %s", agg.method, e.req.Method)
+	}
 	amount, key, keyErr, counts, err := agg.contribution(e)
 	if err == nil {
 		err = keyErr

@@ -65,3 +65,38 @@ func TestReferenceOnOtherMethodsFailsClosed(t *testing.T) {
 		}
 	})
 }
+
+// TestReferenceToAnotherMethodFailsClosed: an aggregation counts the
+// requests of its one method. A rule that references it for a request of
+// the other transaction method (an eth_sendTransaction rule over an
+// eth_signTransaction aggregation, Privy's only kind) would compare a sum
+// this request never joins: every send would pass while the signed
+// transactions stay under the limit, and none would be counted. The
+// reference fails closed instead, so the mistake shows in the trace rather
+// than as a limit that never binds.
+func TestReferenceToAnotherMethodFailsClosed(t *testing.T) {
+	eth := mustAggregation(t, "agg_eth", ethPerDay)                                                                                           // eth_signTransaction
+	send := `{"method":"eth_sendTransaction","caip2":"eip155:1","params":{"transaction":{"to":"` + bob + `","value":"0x56bc75e2d63100000"}}}` // 100 ETH
+	for _, tc := range []struct{ name, rules string }{
+		{"send ALLOW within a signing limit", `[{"name":"within","method":"eth_sendTransaction","action":"ALLOW","conditions":[
+			{"field_source":"reference","field":"aggregation.agg_eth","operator":"lte","value":"1000000000000000000"}]}]`},
+		{"* ALLOW within a signing limit", `[{"name":"within","method":"*","action":"ALLOW","conditions":[
+			{"field_source":"reference","field":"aggregation.agg_eth","operator":"lte","value":"1000000000000000000"}]}]`},
+		{"send DENY over a signing limit", `[{"name":"over","method":"eth_sendTransaction","action":"DENY","conditions":[
+			{"field_source":"reference","field":"aggregation.agg_eth","operator":"gt","value":"1000000000000000000"}]},
+			{"name":"all","method":"eth_sendTransaction","action":"ALLOW","conditions":[]}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustCompile(t, policyJSON(tc.rules), testRefs2("agg_eth"))
+			env := testEnv()
+			env.Aggregates = &fakeAggs{aggs: map[string]*CompiledAggregation{"agg_eth": eth}, sums: map[string]*big.Int{}}
+			d := c.Evaluate(mustParseRPC(t, send), env)
+			if d.Allowed {
+				t.Fatalf("a 100 ETH send allowed by %q under a 1 ETH signing limit\n%s", d.RuleName, d.Trace)
+			}
+			if got := trace(t, d).Rules[0].Conditions[0].Result; got != ResultError {
+				t.Fatalf("reference result %q, want %q\n%s", got, ResultError, d.Trace)
+			}
+		})
+	}
+}
