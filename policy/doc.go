@@ -156,9 +156,12 @@
 // aggregation, the wallet and the request's group (AggregateResolver.Sum),
 // plus the request's own amount if the request counts toward the
 // aggregation: "lte 1000" therefore means "this request keeps the total
-// within 1000". After signing, the API records Contribution for the
-// aggregations the governing policy references, in the same serialized
-// step as the sums were read.
+// within 1000". On a request of another method than the aggregation's (a
+// "*" rule on a message, typed data, a hash or a delegation, or a rule of
+// the other transaction method) the reference cannot be evaluated and fails
+// closed: the request would never join the sum it is compared with. After
+// signing, the API records Contribution for the aggregations the governing
+// policy references, in the same serialized step as the sums were read.
 //
 // # Trace
 //

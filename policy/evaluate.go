@@ -289,6 +289,14 @@ func (e *evaluation) value(f *field) (v val, notThis string, err error) {
 		}
 		return val{kind: kindNumber, num: big.NewInt(e.env.Now.Unix())}, "", nil
 	case srcReference:
+		// An aggregation sums transactions; any other request (a "*" rule
+		// on a raw hash, a permit, a delegation) has no amount it could
+		// count, so the reference cannot be evaluated for it and fails
+		// closed, rather than comparing the transactions' prior sum and
+		// letting the request through uncounted.
+		if req.Tx == nil {
+			return val{}, "", errNoTx
+		}
 		total, err := e.reference(f.aggID)
 		if err != nil {
 			return val{}, "", err
@@ -394,6 +402,11 @@ func (e *evaluation) resolveReference(id string) (*big.Int, error) {
 	}
 	if agg == nil {
 		return nil, errors.New("aggregation not found")
+	}
+	if e.req.Method != agg.method {
+		// The request would be compared with a sum it never joins: a
+		// limit that never binds on it. Fail closed instead.
+		return nil, fmt.Errorf("the aggregation counts %s requests, not %s", agg.method, e.req.Method)
 	}
 	amount, key, keyErr, counts, err := agg.contribution(e)
 	if err == nil {

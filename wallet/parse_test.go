@@ -118,6 +118,10 @@ func TestParseRPCErrors(t *testing.T) {
 		{"typed empty domain", typed(`"domain":{},"types":{"A":[{"name":"x","type":"uint8"}]},"primary_type":"A","message":{"x":1}`), "params.typed_data.domain"},
 		{"typed domain type mismatch", typed(`"domain":{"chainId":1,"name":"n"},"types":{"EIP712Domain":[{"name":"chainId","type":"uint256"}],"A":[{"name":"x","type":"uint8"}]},"primary_type":"A","message":{"x":1}`), "params.typed_data.types.EIP712Domain"},
 		{"typed domain field wrong type", typed(`"domain":{"chainId":1},"types":{"EIP712Domain":[{"name":"chainId","type":"uint64"}],"A":[{"name":"x","type":"uint8"}]},"primary_type":"A","message":{"x":1}`), "params.typed_data.types.EIP712Domain[0]"},
+		// EIP-712 hashes only the types the primary type reaches; an unused
+		// one would only change which policy rules apply.
+		{"typed unused type", typed(`"domain":{"chainId":1},"types":{"A":[{"name":"x","type":"uint8"}],"Unused":[{"name":"y","type":"uint8"}]},"primary_type":"A","message":{"x":1}`), "params.typed_data.types.Unused"},
+		{"typed type used only by an unused type", typed(`"domain":{"chainId":1},"types":{"A":[{"name":"x","type":"uint8"}],"B":[{"name":"c","type":"C[]"}],"C":[{"name":"y","type":"uint8"}]},"primary_type":"A","message":{"x":1}`), "params.typed_data.types.B"},
 		{"typed missing field", typed(`"domain":{"chainId":1},"types":{"A":[{"name":"x","type":"uint8"},{"name":"y","type":"string"}]},"primary_type":"A","message":{"x":1}`), "params.typed_data.message.y"},
 		{"typed extra field", typed(`"domain":{"chainId":1},"types":{"A":[{"name":"x","type":"uint8"}]},"primary_type":"A","message":{"x":1,"z":2}`), "params.typed_data.message.z"},
 		{"typed null value", typed(`"domain":{"chainId":1},"types":{"A":[{"name":"x","type":"string[]"}]},"primary_type":"A","message":{"x":["a",null]}`), "params.typed_data.message.x[1]"},
@@ -229,6 +233,9 @@ func TestParseAccepts(t *testing.T) {
 		{"ecdsa signature option", `{"method":"personal_sign","signature_options":{"type":"ecdsa"},"params":{"message":"a"}}`, func(r *Request) bool { return true }},
 		{"typed data both spellings agree", typed(`"domain":{"chainId":"0x1"},"types":{"A":[{"name":"x","type":"uint8"}]},"primary_type":"A","primaryType":"A","message":{"x":"7"}`), func(r *Request) bool {
 			return r.DomainTypeDerived && r.TypedData.Message["x"].(*big.Int).Int64() == 7
+		}},
+		{"typed data types reached through arrays", typed(`"domain":{"chainId":1},"types":{"A":[{"name":"b","type":"B[2]"}],"B":[{"name":"c","type":"C[]"}],"C":[{"name":"y","type":"uint8"}]},"primary_type":"A","message":{"b":[{"c":[]},{"c":[{"y":1}]}]}`), func(r *Request) bool {
+			return len(r.TypedData.Types) == 4 // A, B, C and the derived EIP712Domain
 		}},
 		{"7702 executor self", `{"method":"eth_sign7702Authorization","params":{"contract":"0x00000000000000000000000000000000000000aa","chain_id":"0x1","executor":"self"}}`, func(r *Request) bool {
 			return r.Auth.Executor == "self" && r.Auth.Nonce == nil && r.ChainID().Int64() == 1

@@ -44,6 +44,7 @@ var typeNameRE = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$]*$`)
 //     different domain than the one the client declared.
 //   - an empty domain, and primary_type "EIP712Domain", are refused:
 //     go-ethereum's apitypes cannot hash either.
+//   - a type the primary type does not reach is refused (see unusedType).
 //   - JSON numbers in the message must be integers and become *big.Int;
 //     decoding them as float64 (what apitypes does) silently rounds values
 //     above 2^53. null anywhere in the message is refused (apitypes panics on
@@ -89,6 +90,9 @@ func parseTypedData(raw json.RawMessage, path string) (*apitypes.TypedData, bool
 	if _, ok := td.Types[td.PrimaryType]; !ok {
 		return nil, false, inputErr(o.Field("primary_type"), "is not defined in types")
 	}
+	if name := unusedType(td.Types, td.PrimaryType); name != "" {
+		return nil, false, inputErr(strictjson.JoinPath(o.Field("types"), name), "is not used by the primary type %s", truncate(td.PrimaryType, 64))
+	}
 
 	domain, present, err := parseDomain(o.Get("domain"), o.Field("domain"))
 	if err != nil {
@@ -131,6 +135,32 @@ func parseTypedData(raw json.RawMessage, path string) (*apitypes.TypedData, bool
 		return nil, false, inputErr(path, "cannot be hashed: %s", truncate(err.Error(), 200))
 	}
 	return td, derived, nil
+}
+
+// unusedType returns a type of types, other than EIP712Domain, that the
+// primary type does not reach through its fields, or "". EIP-712 hashes
+// only the types the primary type reaches, so such a type changes nothing
+// that is signed; but a policy's typed-data rule applies only to requests
+// whose types equal its own (Privy's rule), so an unused type would make a
+// DENY rule stop applying to the very message it denies. Refusing it keeps
+// one meaning per signature. ethers refuses such types too.
+func unusedType(types apitypes.Types, primary string) string {
+	used := map[string]bool{primary: true}
+	for queue := []string{primary}; len(queue) > 0; queue = queue[1:] {
+		for _, f := range types[queue[0]] {
+			base, _, _ := strings.Cut(f.Type, "[")
+			if _, ok := types[base]; ok && !used[base] {
+				used[base] = true
+				queue = append(queue, base)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(types)) {
+		if name != "EIP712Domain" && !used[name] {
+			return name
+		}
+	}
+	return ""
 }
 
 func parseTypes(raw json.RawMessage, path string) (apitypes.Types, error) {
