@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -282,11 +283,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rec, r, badRequest(fmt.Sprintf("Unexpected Host %q: this daemon serves %q (server.public_url).", r.Host, s.host)))
 		return
 	}
+	// Go's mux answers a path with an empty, "." or ".." segment with a
+	// redirect of its own (307, an HTML body), before any credential is
+	// checked or the refusal recorded, and a client that follows it sends
+	// its request, signed for one path, to another. Such a path is refused
+	// here, in the API's shape.
+	if p := r.URL.EscapedPath(); !canonicalPath(p) {
+		s.writeError(rec, r, badRequest(fmt.Sprintf("The path %q is not in canonical form: no empty, \".\" or \"..\" segments.", p)))
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		s.writeError(rec, r, s.noRoute(r))
 		return
 	}
 	s.mux.ServeHTTP(rec, r)
+}
+
+// canonicalPath reports whether p is already in the form Go's mux would
+// clean it to (path.Clean, keeping a trailing slash): the mux redirects
+// anything else.
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // noRoute tells "no such path" from "path exists, other method".
@@ -331,7 +355,10 @@ func (s *Server) HTTPServer() *http.Server {
 		WriteTimeout:      c.WriteTimeout.Duration,
 		IdleTimeout:       c.IdleTimeout.Duration,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// "OPTIONS *" goes to the handler, which refuses it in the API's
+		// shape, instead of Go's own empty 200.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
 				ctx = context.WithValue(ctx, peerKey{}, pc.peer)
