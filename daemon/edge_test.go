@@ -112,3 +112,43 @@ func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return strings.TrimSpace(string(b))
 }
+
+// The app of a request is named once: a second Authorization or
+// privy-app-id line is refused on every route, reads included, rather than
+// the first one counting (which one a proxy or a log in front takes is its
+// own choice).
+func TestRepeatedAppHeadersRefused(t *testing.T) {
+	r := newRig(t)
+	w := r.must("POST", "/v1/wallets", `{"chain_type":"ethereum"}`)
+	id := w["id"].(string)
+	send := serveRig(t, r)
+	creds1 := "Authorization: " + basicAuthHeader("app_1", testSecret) + "\r\n"
+	creds2 := "Authorization: " + basicAuthHeader("app_2", testSecret2) + "\r\n"
+	for _, tc := range []struct{ name, headers string }{
+		{"two privy-app-id lines", creds1 + "Privy-App-Id: app_1\r\nPrivy-App-Id: app_2\r\n"},
+		{"the same privy-app-id twice", creds1 + "Privy-App-Id: app_1\r\nprivy-app-id: app_1\r\n"},
+		{"two Authorization lines", creds1 + creds2 + "Privy-App-Id: app_1\r\n"},
+		{"two Authorization lines, the other app's first", creds2 + creds1 + "Privy-App-Id: app_2\r\n"},
+	} {
+		for _, req := range []struct{ method, path, body string }{
+			{"GET", "/v1/wallets", ""},
+			{"GET", "/v1/wallets/" + id, ""},
+			{"GET", "/v1/status", ""},
+			{"PATCH", "/v1/wallets/" + id, `{"display_name":"x"}`},
+		} {
+			t.Run(tc.name+" "+req.method+" "+req.path, func(t *testing.T) {
+				before := r.fingerprint()
+				resp := send(req.method + " " + req.path + " HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + itoa(len(req.body)) + "\r\n" + tc.headers + "\r\n" + req.body)
+				b, _ := io.ReadAll(resp.Body)
+				var e errResp
+				json.Unmarshal(b, &e)
+				if resp.StatusCode != http.StatusBadRequest || e.Code != CodeInvalidData {
+					t.Fatalf("%d %s, want 400 invalid_data", resp.StatusCode, b)
+				}
+				if r.fingerprint() != before {
+					t.Fatal("the refused request changed the store")
+				}
+			})
+		}
+	}
+}

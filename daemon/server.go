@@ -230,6 +230,14 @@ func (s *Server) isAdmin(r *http.Request) bool {
 // message, so a caller cannot probe which app ids exist.
 func (s *Server) authenticateApp(r *http.Request) (App, error) {
 	fail := unauthorized("Invalid app ID or app secret.")
+	// The app is named once: with two lines, which one counts would be the
+	// choice of each reader (Go's takes the first; a proxy or a log in
+	// front may take the last).
+	for _, h := range []string{"Authorization", "privy-app-id"} {
+		if n := len(r.Header.Values(h)); n > 1 {
+			return App{}, badRequest(fmt.Sprintf("The %s header is given %d times; send it once.", h, n))
+		}
+	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
 		return App{}, unauthorized("Missing app credentials: send HTTP Basic app_id:app_secret.")
