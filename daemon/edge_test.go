@@ -152,3 +152,59 @@ func TestRepeatedAppHeadersRefused(t *testing.T) {
 		}
 	}
 }
+
+// A request framed by Transfer-Encoding: chunked that also carries a
+// Content-Length is how a request is smuggled past a proxy that frames by
+// Content-Length: Go frames it by the chunks (dropping Content-Length) and
+// then reads what the proxy took for the rest of the body as the next
+// request on the connection. RFC 9112 §6.1: the server MUST close the
+// connection after answering such a request. Here the bytes after the
+// chunks are a second request with the app's credentials; it must never be
+// answered. A chunked request without Content-Length closes the connection
+// too: Go drops the header, so the handler cannot tell the two apart.
+func TestChunkedRequestClosesTheConnection(t *testing.T) {
+	r := newRig(t)
+	sock := filepath.Join(shortTempDir(t), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := r.srv.HTTPServer()
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	auth := "Authorization: " + basicAuthHeader("app_1", testSecret) + "\r\nPrivy-App-Id: app_1\r\n"
+	smuggled := "POST /v1/wallets HTTP/1.1\r\nHost: localhost\r\nContent-Length: 25\r\n" + auth + "\r\n" + `{"chain_type":"ethereum"}`
+	chunks := "19\r\n" + `{"chain_type":"ethereum"}` + "\r\n0\r\n\r\n"
+	for _, tc := range []struct{ name, head string }{
+		{"chunked and Content-Length", "POST /v1/wallets HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: " + itoa(len(chunks)+len(smuggled)) + "\r\n" + auth + "\r\n"},
+		{"chunked and Content-Length, refused before the body is read", "POST /v1/wallets HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: " + itoa(len(chunks)+len(smuggled)) + "\r\n\r\n"},
+		{"chunked alone", "POST /v1/wallets HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n" + auth + "\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.head+chunks+smuggled); err != nil {
+				t.Fatal(err)
+			}
+			// A deadline only so that a hang fails the test; the server
+			// closes the connection after its first answer.
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(c)
+			first, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(first.Body)
+			if !first.Close {
+				t.Errorf("the answer to a chunked request keeps the connection open (%d)", first.StatusCode)
+			}
+			if second, err := http.ReadResponse(br, nil); err == nil {
+				b, _ := io.ReadAll(second.Body)
+				t.Fatalf("the bytes after the chunks were served as a request: %d %s", second.StatusCode, b)
+			}
+		})
+	}
+}

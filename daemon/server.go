@@ -281,6 +281,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Info("request", attrs...)
 	}()
+	// A chunked request may have carried a Content-Length too, which Go
+	// drops before the handler sees it; a proxy in front that framed it by
+	// that length would take the bytes after the chunks for the body, and Go
+	// would serve them as the next request (request smuggling). RFC 9112
+	// §6.1 says to close the connection after answering such a request; as
+	// it cannot be told apart here, every chunked request closes it.
+	if len(r.TransferEncoding) > 0 {
+		rec.Header().Set("Connection", "close")
+	}
 	// A browser must never drive this API: a page could otherwise reach a
 	// socket that a local proxy exposes.
 	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
