@@ -675,9 +675,11 @@ func TestEdgeRefusesAmbiguousRequests(t *testing.T) {
 	// A request that takes no body refuses one with members: the approvers
 	// would sign members Cachet ignores.
 	q := r.must("POST", "/v1/key_quorums", `{"public_keys":["`+r.pub+`"],"authorization_threshold":1}`)
+	ak := r.must("POST", "/v1/authorization_keys", `{"allowed_callers":{"uids":[`+fmt.Sprint(os.Getuid())+`]}}`)
 	for _, c := range []struct{ method, path string }{
 		{"POST", "/v1/wallets/" + w["id"].(string) + "/archive"},
 		{"DELETE", "/v1/key_quorums/" + q["id"].(string)},
+		{"DELETE", "/v1/authorization_keys/" + ak["id"].(string)},
 	} {
 		before := r.fingerprint()
 		if code, m := r.send(c.method, c.path, []byte(`{"force":true}`), r.owner); code != http.StatusBadRequest {
