@@ -190,6 +190,7 @@ func TestCrossAppAccessRefused(t *testing.T) {
 		{"own policy gains a rule on app_1's condition set", "POST", "/v1/policies/" + myPol + "/rules", `{"name":"r","method":"eth_signTransaction","action":"ALLOW","conditions":[{"field_source":"ethereum_transaction","field":"to","operator":"in_condition_set","value":"` + csid + `"}]}`, 400},
 		{"condition set owned by app_1's quorum", "POST", "/v1/condition_sets", `{"name":"x","owner_id":"` + qid + `"}`, 400},
 		{"aggregation owned by app_1's quorum", "POST", "/v1/aggregations", `{"name":"x","method":"eth_signTransaction","metric":{"field_source":"ethereum_transaction","field":"value","function":"sum"},"window":{"type":"rolling","seconds":86400},"owner_id":"` + qid + `"}`, 400},
+		{"own policy evaluated for app_1's wallet", "POST", "/v1/policies/" + myPol + "/evaluate", `{"method":"eth_signTransaction","wallet_id":"` + wid + `","params":{"transaction":` + tx + `}}`, 400},
 		{"user key for a user of app_1 only", "POST", "/v1/wallets/authenticate", `{"user_jwt":"` + r.token("bob") + `","encryption_type":"HPKE","recipient_public_key":"` + spki(t, recipient) + `"}`, 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
