@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cachet-custody/cachet/client"
+	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/hpkebox"
 	"github.com/cachet-custody/cachet/quorum"
 )
@@ -231,5 +234,68 @@ func TestCrossAppAccessRefused(t *testing.T) {
 		if code, m := r.send("GET", p, nil); code != http.StatusOK {
 			t.Fatalf("app_1 GET %s: %d %v", p, code, m)
 		}
+	}
+}
+
+// Two apps that trust the same identity provider each have a user "alice":
+// the same JWT gets a user key from either app, and each key approves for
+// its own app's alice only. app_2's key for alice neither approves a
+// request on app_1's wallet owned by app_1's alice, nor does app_2's
+// answer list that wallet among alice's.
+func TestUserKeyOfAnotherAppDoesNotApprove(t *testing.T) {
+	r := newRig(t)
+	alice := r.must("POST", "/v1/users", `{"linked_accounts":[{"type":"custom_auth","custom_user_id":"alice"}]}`)
+	w := r.must("POST", "/v1/wallets", `{"chain_type":"ethereum","owner":{"user_id":"`+alice["id"].(string)+`"}}`)
+	wid := w["id"].(string)
+	if code, _, raw := r.sendAs2("POST", "/v1/users", []byte(`{"linked_accounts":[{"type":"custom_auth","custom_user_id":"alice"}]}`)); code != http.StatusOK {
+		t.Fatalf("app_2's alice: %d %s", code, raw)
+	}
+	recipient, _ := hpkebox.GenerateKey()
+	body := []byte(`{"user_jwt":"` + r.token("alice") + `","encryption_type":"HPKE","recipient_public_key":"` + spki(t, recipient) + `"}`)
+	userKey := func(app string, code int, raw string) *ecdsa.PrivateKey {
+		t.Helper()
+		if code != http.StatusOK {
+			t.Fatalf("authenticate: %d %s", code, raw)
+		}
+		var resp custody.AuthenticateResponse
+		if err := json.Unmarshal([]byte(raw), &resp); err != nil {
+			t.Fatal(err)
+		}
+		for _, wl := range resp.Wallets {
+			if wl.ID == wid && app == "app_2" {
+				t.Errorf("app_2's answer lists app_1's wallet %s", wid)
+			}
+		}
+		text, err := hpkebox.OpenBox(recipient, resp.EncryptedAuthorizationKey.EncapsulatedKey, resp.EncryptedAuthorizationKey.Ciphertext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := base64.StdEncoding.DecodeString(string(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.(*ecdsa.PrivateKey)
+	}
+	code, _, raw := r.sendAs2("POST", "/v1/wallets/authenticate", body)
+	k2 := userKey("app_2", code, raw)
+	code, m1 := r.send("POST", "/v1/wallets/authenticate", body)
+	raw1, _ := json.Marshal(m1)
+	k1 := userKey("app_1", code, string(raw1))
+
+	rpc := "/v1/wallets/" + wid + "/rpc"
+	msg := []byte(`{"method":"personal_sign","params":{"message":"hi","encoding":"utf-8"}}`)
+	before := r.fingerprint()
+	if code, m := r.send("POST", rpc, msg, k2); code != http.StatusUnauthorized || m["code"] != CodeUnauthorized {
+		t.Fatalf("app_1's wallet signed with app_2's user key: %d %v, want 401 unauthorized", code, m)
+	}
+	if r.fingerprint() != before {
+		t.Fatal("the refused request changed the store")
+	}
+	if code, m := r.send("POST", rpc, msg, k1); code != http.StatusOK {
+		t.Fatalf("app_1's own user key: %d %v", code, m)
 	}
 }
