@@ -299,3 +299,71 @@ func TestUserKeyOfAnotherAppDoesNotApprove(t *testing.T) {
 		t.Fatalf("app_1's own user key: %d %v", code, m)
 	}
 }
+
+// The three paginated lists page the same way over HTTP: limit is an
+// integer from 1 to 100 (anything else is refused with invalid_data, not
+// clamped), a page of limit items carries the cursor of the next, and the
+// last page none.
+func TestListPaging(t *testing.T) {
+	r := newRig(t)
+	q := r.must("POST", "/v1/key_quorums", `{"public_keys":["`+r.pub+`"],"authorization_threshold":1}`)
+	cs := r.must("POST", "/v1/condition_sets", `{"name":"s","owner_id":"`+q["id"].(string)+`"}`)
+	items := "/v1/condition_sets/" + cs["id"].(string) + "/condition_set_items"
+	for i := range 3 {
+		r.must("POST", "/v1/wallets", `{"chain_type":"ethereum"}`)
+		r.must("POST", "/v1/users", fmt.Sprintf(`{"linked_accounts":[{"type":"custom_auth","custom_user_id":"u%d"}]}`, i))
+	}
+	if code, m := r.send("POST", items, []byte(`[{"value":"a"},{"value":"b"},{"value":"c"}]`), r.owner); code != http.StatusOK {
+		t.Fatalf("items: %d %v", code, m)
+	}
+	for _, l := range []struct{ path, field string }{{"/v1/wallets", "data"}, {"/v1/users", "data"}, {items, "items"}} {
+		t.Run(l.path, func(t *testing.T) {
+			var seen []string
+			cursor := ""
+			for page := 0; ; page++ {
+				p := l.path + "?limit=2"
+				if cursor != "" {
+					p += "&cursor=" + cursor
+				}
+				m := r.must("GET", p, "")
+				got := m[l.field].([]any)
+				for _, it := range got {
+					seen = append(seen, it.(map[string]any)["id"].(string))
+				}
+				next, more := m["next_cursor"].(string)
+				if want := []int{2, 1}[page]; len(got) != want || more != (page == 0) {
+					t.Fatalf("page %d: %d items, next_cursor %v", page, len(got), m["next_cursor"])
+				}
+				if !more {
+					break
+				}
+				cursor = next
+			}
+			if len(seen) != 3 || seen[0] == seen[1] || seen[1] == seen[2] || seen[0] == seen[2] {
+				t.Fatalf("pages hold %v, want 3 distinct", seen)
+			}
+			for _, bad := range []string{"0", "101", "-1", "abc", "1.5", "", "0x10", "99999999999999999999"} {
+				p := l.path + "?limit=" + bad
+				if bad == "" {
+					p = l.path + "?limit"
+				}
+				code, m := r.send("GET", p, nil)
+				if bad == "" {
+					// An empty limit is no limit.
+					if code != http.StatusOK {
+						t.Errorf("GET %s: %d %v", p, code, m)
+					}
+					continue
+				}
+				if code != http.StatusBadRequest || m["code"] != CodeInvalidData {
+					t.Errorf("GET %s: %d %v, want 400 invalid_data", p, code, m)
+				}
+			}
+			for _, bad := range []string{"nope", seen[0] + "x", "%00"} {
+				if code, m := r.send("GET", l.path+"?cursor="+bad, nil); code != http.StatusBadRequest || m["code"] != CodeInvalidData {
+					t.Errorf("cursor %q: %d %v, want 400 invalid_data", bad, code, m)
+				}
+			}
+		})
+	}
+}
