@@ -741,6 +741,17 @@ func (s *Service) EvaluatePolicy(ctx context.Context, app, id string, body []byt
 	if err != nil {
 		return policy.Decision{}, inputError(err)
 	}
+	// The wallet whose sums are used must be one of the app's: another
+	// app's wallet id (or none at all) would be explained as if it were.
+	if req.WalletID != "" {
+		if _, err := loadStoredWallet(ctx, s.st, app, req.WalletID); err != nil {
+			var ce *Error
+			if errors.As(err, &ce) && ce.Kind == NotFound {
+				return policy.Decision{}, errorf(Invalid, "wallet_id: %s", ce.Message)
+			}
+			return policy.Decision{}, err
+		}
+	}
 	e, ok := s.policy.(*storedPolicies)
 	if !ok {
 		return policy.Decision{}, errorf(Invalid, "This Cachet's policy engine cannot explain decisions.")

@@ -58,6 +58,15 @@ func (s *Server) getAuthKey(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteAuthKey(w http.ResponseWriter, r *http.Request) error {
 	r, cancel := s.detach(r)
 	defer cancel()
+	// Read and checked like every other DELETE's: a member in the body
+	// would be ignored, which no route may do.
+	_, body, err := s.call(r)
+	if err != nil {
+		return err
+	}
+	if err := noMembers(body); err != nil {
+		return err
+	}
 	app, _ := AppFrom(r.Context())
 	k, err := s.deps.AuthKeys.Delete(r.Context(), app.ID, caller(r), r.PathValue("id"))
 	return get(w, k, apiError(err))

@@ -85,7 +85,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// Detached from the request: a client that closes its socket does
 		// not cancel the record of its refusal.
 		if _, aerr := s.deps.Audit.Record(context.WithoutCancel(r.Context()), audit.Entry{
-			Actor: actor(r.Context()), Action: "api.refused", Target: r.Method + " " + r.URL.Path,
+			Actor: actor(r.Context()), Action: "api.refused", Target: auditTarget(r),
 			Decision: audit.DecisionDeny, Detail: string(detail),
 		}); aerr != nil {
 			s.log.Error("audit of a refused request failed", "method", r.Method, "path", r.URL.Path, "error", aerr)
@@ -110,7 +110,7 @@ func (s *Server) withhold(w http.ResponseWriter, r *http.Request, err error) {
 	if s.deps.Audit != nil {
 		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message, "part": ue.Part})
 		if _, aerr := s.deps.Audit.Record(r.Context(), audit.Entry{
-			Actor: actor(r.Context()), Action: "api.withheld", Target: r.Method + " " + r.URL.Path,
+			Actor: actor(r.Context()), Action: "api.withheld", Target: auditTarget(r),
 			Decision: audit.DecisionDeny, Detail: string(detail),
 		}); aerr != nil {
 			s.log.Error("audit of a withheld result failed", "method", r.Method, "path", r.URL.Path, "error", aerr)
@@ -127,4 +127,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
+}
+
+// auditTarget names a request in its audit record by its path as sent
+// (percent-encoded), not decoded: a decoded path can hold bytes that are
+// not UTF-8, which the record would hash as they are and `cachet audit
+// export` could only write as U+FFFD, so that no receiver could verify it.
+// The encoded path is also the one the client signed.
+func auditTarget(r *http.Request) string {
+	return r.Method + " " + r.URL.EscapedPath()
 }

@@ -110,13 +110,15 @@ func newRigWith(t testing.TB, horizon time.Duration) *rig {
 	}
 
 	cfg := config.Default()
-	cfg.Apps = []config.App{{ID: "app_1", SecretHash: config.HashAppSecret(testSecret)}}
+	// app_2 is another tenant (tenancy_test.go), trusting the same
+	// identity provider.
+	cfg.Apps = []config.App{{ID: "app_1", SecretHash: config.HashAppSecret(testSecret)}, {ID: "app_2", SecretHash: config.HashAppSecret(testSecret2)}}
 	if horizon > 0 {
 		cfg.API.MaxRequestExpiry.Duration = horizon
 	}
 	alog := audit.New(st, b, audit.Options{})
 	svc := custody.New(st, b, nil, custody.Options{Logger: log, MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration,
-		JWT: func(app string) (custody.JWTVerifier, bool) { return v, app == "app_1" }})
+		JWT: func(app string) (custody.JWTVerifier, bool) { return v, app == "app_1" || app == "app_2" }})
 	ak := authkeys.New(st, b, authkeys.Options{PublicBase: cfg.Server.PublicBase(), MaxRequestExpiry: cfg.API.MaxRequestExpiry.Duration})
 	srv := New(Deps{Config: &cfg, Backend: audit.Backend(b, alog), Store: st, Audit: alog, Custody: svc, AuthKeys: ak, Logger: log})
 
@@ -673,9 +675,11 @@ func TestEdgeRefusesAmbiguousRequests(t *testing.T) {
 	// A request that takes no body refuses one with members: the approvers
 	// would sign members Cachet ignores.
 	q := r.must("POST", "/v1/key_quorums", `{"public_keys":["`+r.pub+`"],"authorization_threshold":1}`)
+	ak := r.must("POST", "/v1/authorization_keys", `{"allowed_callers":{"uids":[`+fmt.Sprint(os.Getuid())+`]}}`)
 	for _, c := range []struct{ method, path string }{
 		{"POST", "/v1/wallets/" + w["id"].(string) + "/archive"},
 		{"DELETE", "/v1/key_quorums/" + q["id"].(string)},
+		{"DELETE", "/v1/authorization_keys/" + ak["id"].(string)},
 	} {
 		before := r.fingerprint()
 		if code, m := r.send(c.method, c.path, []byte(`{"force":true}`), r.owner); code != http.StatusBadRequest {

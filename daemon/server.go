@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -229,6 +230,14 @@ func (s *Server) isAdmin(r *http.Request) bool {
 // message, so a caller cannot probe which app ids exist.
 func (s *Server) authenticateApp(r *http.Request) (App, error) {
 	fail := unauthorized("Invalid app ID or app secret.")
+	// The app is named once: with two lines, which one counts would be the
+	// choice of each reader (Go's takes the first; a proxy or a log in
+	// front may take the last).
+	for _, h := range []string{"Authorization", "privy-app-id"} {
+		if n := len(r.Header.Values(h)); n > 1 {
+			return App{}, badRequest(fmt.Sprintf("The %s header is given %d times; send it once.", h, n))
+		}
+	}
 	id, secret, ok := r.BasicAuth()
 	if !ok {
 		return App{}, unauthorized("Missing app credentials: send HTTP Basic app_id:app_secret.")
@@ -272,6 +281,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Info("request", attrs...)
 	}()
+	// A chunked request may have carried a Content-Length too, which Go
+	// drops before the handler sees it; a proxy in front that framed it by
+	// that length would take the bytes after the chunks for the body, and Go
+	// would serve them as the next request (request smuggling). RFC 9112
+	// §6.1 says to close the connection after answering such a request; as
+	// it cannot be told apart here, every chunked request closes it.
+	if len(r.TransferEncoding) > 0 {
+		rec.Header().Set("Connection", "close")
+	}
 	// A browser must never drive this API: a page could otherwise reach a
 	// socket that a local proxy exposes.
 	if r.Header.Get("Origin") != "" || r.Header.Get("Referer") != "" {
@@ -282,11 +300,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rec, r, badRequest(fmt.Sprintf("Unexpected Host %q: this daemon serves %q (server.public_url).", r.Host, s.host)))
 		return
 	}
+	// Go's mux answers a path with an empty, "." or ".." segment with a
+	// redirect of its own (307, an HTML body), before any credential is
+	// checked or the refusal recorded, and a client that follows it sends
+	// its request, signed for one path, to another. Such a path is refused
+	// here, in the API's shape.
+	if p := r.URL.EscapedPath(); !canonicalPath(p) {
+		s.writeError(rec, r, badRequest(fmt.Sprintf("The path %q is not in canonical form: no empty, \".\" or \"..\" segments.", p)))
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		s.writeError(rec, r, s.noRoute(r))
 		return
 	}
 	s.mux.ServeHTTP(rec, r)
+}
+
+// canonicalPath reports whether p is already in the form Go's mux would
+// clean it to (path.Clean, keeping a trailing slash): the mux redirects
+// anything else.
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // noRoute tells "no such path" from "path exists, other method".
@@ -331,7 +372,10 @@ func (s *Server) HTTPServer() *http.Server {
 		WriteTimeout:      c.WriteTimeout.Duration,
 		IdleTimeout:       c.IdleTimeout.Duration,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// "OPTIONS *" goes to the handler, which refuses it in the API's
+		// shape, instead of Go's own empty 200.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
 				ctx = context.WithValue(ctx, peerKey{}, pc.peer)

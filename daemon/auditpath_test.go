@@ -1,0 +1,70 @@
+package daemon
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"testing"
+
+	"github.com/cachet-custody/cachet/audit"
+)
+
+// The record of a refused request names its path, and a path can decode to
+// any bytes (%ff, %00, a newline). The record is hashed over the bytes it
+// stores, while `cachet audit export` writes it as JSON, which can carry
+// only UTF-8: a path that is not valid UTF-8 would let any allowed local
+// peer, without app credentials, write a record that no receiver of the
+// export can verify. Every exported record's hash is recomputed here from
+// its exported fields, as a receiver does (the algorithm documented on
+// audit.ExportRecord).
+func TestRefusalRecordsOfOddPathsVerifyFromTheExport(t *testing.T) {
+	r := newRig(t)
+	send := serveRig(t, r)
+	auth := "Authorization: " + basicAuthHeader("app_1", testSecret) + "\r\nPrivy-App-Id: app_1\r\n"
+	for _, tc := range []struct{ target, creds string }{
+		{"/v1/wallets/%ff%fe", auth},
+		{"/v1/wallets/%ff%fe", ""},
+		{"/v1/%c0%af", ""},
+		{"/v1/users/%00%0a%22", auth},
+		{"/v1/wallets/%e2%82/rpc", auth},
+	} {
+		resp := send("GET " + tc.target + " HTTP/1.1\r\nHost: localhost\r\n" + tc.creds + "\r\n")
+		io.ReadAll(resp.Body)
+		if resp.StatusCode < 400 {
+			t.Fatalf("GET %s: %d", tc.target, resp.StatusCode)
+		}
+	}
+	var out bytes.Buffer
+	n, err := audit.ExportJSONL(t.Context(), r.db, 0, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 5 {
+		t.Fatalf("%d records exported, want the 5 refusals at least", n)
+	}
+	dec := json.NewDecoder(&out)
+	for dec.More() {
+		var l audit.ExportRecord
+		if err := dec.Decode(&l); err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		h.Write([]byte("cachet-audit-v1\x00"))
+		binary.Write(h, binary.BigEndian, l.Seq)
+		binary.Write(h, binary.BigEndian, uint64(l.TimeNS))
+		reqD, _ := hex.DecodeString(l.RequestDigest)
+		resD, _ := hex.DecodeString(l.ResultDigest)
+		for _, f := range [][]byte{[]byte(l.Actor), []byte(l.Action), []byte(l.Target), []byte(l.Decision), reqD, resD, []byte(l.Detail)} {
+			binary.Write(h, binary.BigEndian, uint32(len(f)))
+			h.Write(f)
+		}
+		prev, _ := hex.DecodeString(l.PrevHash)
+		h.Write(prev)
+		if got := hex.EncodeToString(h.Sum(nil)); got != l.Hash {
+			t.Errorf("record %d (%s %q): the exported fields hash to %s, the record says %s", l.Seq, l.Action, l.Target, got, l.Hash)
+		}
+	}
+}
