@@ -38,6 +38,7 @@ import (
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/internal/apierr"
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
@@ -462,7 +463,7 @@ func signedHeaders(in map[string]string) (http.Header, error) {
 		switch strings.ToLower(name) {
 		case quorum.HeaderAppID, quorum.HeaderIdempotencyKey, quorum.HeaderRequestExpiry:
 		default:
-			return nil, errorf(Invalid, "headers: %q is not a header of the signed payload (privy-app-id, privy-idempotency-key, privy-request-expiry).", truncate(name, 64))
+			return nil, errorf(Invalid, "headers: %q is not a header of the signed payload (privy-app-id, privy-idempotency-key, privy-request-expiry).", clip.To(name, 64))
 		}
 		if _, dup := hdr[canon]; dup {
 			return nil, errorf(Invalid, "headers: %s is given twice (header names are not case-sensitive).", strings.ToLower(name))
@@ -470,13 +471,6 @@ func signedHeaders(in map[string]string) (http.Header, error) {
 		hdr[canon] = []string{in[name]}
 	}
 	return hdr, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // bodyBytes turns the body field into the bytes the request will carry:

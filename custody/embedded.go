@@ -18,6 +18,7 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 
 	"github.com/cachet-custody/cachet/hpkebox"
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/recovery"
 	"github.com/cachet-custody/cachet/store"
@@ -141,7 +142,7 @@ func scanEmbedded(row interface{ Scan(...any) error }) (*storedEmbedded, error) 
 func loadEmbedded(ctx context.Context, q querier, app, id string) (*storedEmbedded, error) {
 	w, err := scanEmbedded(q.QueryRowContext(ctx, `SELECT `+embeddedColumns+` FROM embedded_wallets WHERE id = ? AND app_id = ?`, id, app))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errorf(NotFound, "Embedded wallet %q not found.", truncate(id, 64))
+		return nil, errorf(NotFound, "Embedded wallet %q not found.", clip.To(id, 64))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read embedded wallet %s: %w", id, err)
@@ -180,7 +181,7 @@ func (s *Service) usersEmbedded(ctx context.Context, c Call, id, token string) (
 		return User{}, nil, err
 	}
 	if w.UserID != user.ID {
-		return User{}, nil, errorf(NotFound, "Embedded wallet %q not found.", truncate(id, 64))
+		return User{}, nil, errorf(NotFound, "Embedded wallet %q not found.", clip.To(id, 64))
 	}
 	return user, w, nil
 }
@@ -274,7 +275,7 @@ func (s *Service) CreateEmbeddedWallet(ctx context.Context, c Call, body []byte)
 		return nil, err
 	}
 	if in.ChainType != nil && *in.ChainType != "ethereum" {
-		return nil, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", truncate(*in.ChainType, 32))
+		return nil, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", clip.To(*in.ChainType, 32))
 	}
 	method := recovery.MethodAutomatic // Privy's default
 	if in.Recovery != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/cachet-custody/cachet/hpkebox"
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/store"
 	"github.com/cachet-custody/cachet/wallet"
@@ -72,7 +73,7 @@ type ImportInitResponse struct {
 // address and index.
 func checkImportTarget(prefix, address, chainType, entropyType, encryptionType string, index *int64) (common.Address, uint32, error) {
 	if chainType != "ethereum" {
-		return common.Address{}, 0, errorf(Invalid, "%schain_type: %q is not supported; Cachet holds ethereum wallets.", prefix, truncate(chainType, 32))
+		return common.Address{}, 0, errorf(Invalid, "%schain_type: %q is not supported; Cachet holds ethereum wallets.", prefix, clip.To(chainType, 32))
 	}
 	if err := checkEncryptionType(encryptionType); err != nil {
 		var e *Error

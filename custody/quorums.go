@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 )
@@ -451,7 +452,7 @@ func (s *Service) validateQuorum(ctx context.Context, q querier, app, selfID str
 		for i, uid := range *in.UserIDs {
 			field := fmt.Sprintf("user_ids[%d]", i)
 			if seen[uid] {
-				return spec, errorf(Invalid, "%s: %q is listed twice.", field, truncate(uid, 64))
+				return spec, errorf(Invalid, "%s: %q is listed twice.", field, clip.To(uid, 64))
 			}
 			seen[uid] = true
 			if err := userValid(ctx, q, app, field, uid); err != nil {

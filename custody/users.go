@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
 )
@@ -133,18 +134,11 @@ func checkMetadata(raw json.RawMessage) ([]byte, error) {
 		switch m[k].(type) {
 		case string, float64, bool:
 		default:
-			return nil, errorf(Invalid, "custom_metadata.%s: values are strings, numbers or booleans.", truncate(k, 64))
+			return nil, errorf(Invalid, "custom_metadata.%s: values are strings, numbers or booleans.", clip.To(k, 64))
 		}
 	}
 	out, err := json.Marshal(m)
 	return out, err
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 const userColumns = `id, custom_user_id, custom_metadata, created_at, first_verified_at, latest_verified_at`
@@ -190,7 +184,7 @@ func loadUser(ctx context.Context, q querier, app, id string) (User, error) {
 func userByCustomID(ctx context.Context, q querier, app, customID string) (User, error) {
 	u, err := scanUser(q.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE app_id = ? AND custom_user_id = ? AND deleted_at IS NULL`, app, customID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return User{}, errorf(NotFound, "No user of this app has custom_user_id %q.", truncate(customID, 64))
+		return User{}, errorf(NotFound, "No user of this app has custom_user_id %q.", clip.To(customID, 64))
 	}
 	if err != nil {
 		return User{}, fmt.Errorf("read user by custom id: %w", err)
@@ -216,7 +210,7 @@ func (s *Service) CreateUser(ctx context.Context, c Call, body []byte) (json.Raw
 			_, err := tx.Exec(`INSERT INTO users(id, app_id, custom_user_id, custom_metadata, created_at) VALUES (?, ?, ?, ?, ?)`,
 				id, c.App, customID, metaArg, s.nowMS())
 			if store.IsConstraint(err) {
-				return nil, errorf(Conflict, "A user with custom_user_id %q already exists.", truncate(customID, 64))
+				return nil, errorf(Conflict, "A user with custom_user_id %q already exists.", clip.To(customID, 64))
 			}
 			if err != nil {
 				return nil, fmt.Errorf("insert user: %w", err)
@@ -349,7 +343,7 @@ func userValid(ctx context.Context, q querier, app, field, id string) error {
 	if _, err := loadUser(ctx, q, app, id); err != nil {
 		var e *Error
 		if errors.As(err, &e) && e.Kind == NotFound {
-			return errorf(Invalid, "%s: user %q not found.", field, truncate(id, 64))
+			return errorf(Invalid, "%s: user %q not found.", field, clip.To(id, 64))
 		}
 		return err
 	}

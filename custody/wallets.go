@@ -14,6 +14,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/keys"
 	"github.com/cachet-custody/cachet/quorum"
 	"github.com/cachet-custody/cachet/store"
@@ -76,7 +77,7 @@ func ParseWalletInput(body []byte, create bool) (WalletInput, error) {
 	}
 	in, err := parseWalletFields(raw, create, create)
 	if err == nil && create && in.ChainType != "ethereum" {
-		return in, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", truncate(in.ChainType, 32))
+		return in, errorf(Invalid, "chain_type: %q is not supported; Cachet holds ethereum wallets.", clip.To(in.ChainType, 32))
 	}
 	return in, err
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cachet-custody/cachet/audit"
 )
@@ -66,5 +68,30 @@ func TestRefusalRecordsOfOddPathsVerifyFromTheExport(t *testing.T) {
 		if got := hex.EncodeToString(h.Sum(nil)); got != l.Hash {
 			t.Errorf("record %d (%s %q): the exported fields hash to %s, the record says %s", l.Seq, l.Action, l.Target, got, l.Hash)
 		}
+	}
+}
+
+// What a refusal record keeps of the request is bounded: a long path, echoed
+// in the error message too, costs the store about 2 KiB a refusal, not the
+// path's length twice over. Any allowed local peer can have refusals
+// recorded without app credentials.
+func TestRefusalRecordsAreBounded(t *testing.T) {
+	r := newRig(t)
+	send := serveRig(t, r)
+	long := "/v1/wallets/" + strings.Repeat("%e2%82%ac", 6_000) // 54 KB as sent (under the 64 KiB header limit), 18 KB decoded
+	resp := send("GET " + long + " HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	io.ReadAll(resp.Body)
+	if resp.StatusCode < 400 {
+		t.Fatalf("GET of a long path: %d", resp.StatusCode)
+	}
+	var target, detail string
+	if err := r.db.QueryRow(`SELECT target, detail FROM audit_records WHERE action = 'api.refused' ORDER BY seq DESC LIMIT 1`).Scan(&target, &detail); err != nil {
+		t.Fatal(err)
+	}
+	if len(target) > 2048 || len(detail) > 2048 {
+		t.Errorf("the refusal record keeps %d bytes of target and %d of detail; at most 2 KiB each", len(target), len(detail))
+	}
+	if !strings.HasPrefix(target, "GET /v1/wallets/%e2%82%ac") || !utf8.ValidString(target) || !utf8.ValidString(detail) {
+		t.Errorf("target %.80q…, detail %.80q…: want the start of the path, valid UTF-8", target, detail)
 	}
 }

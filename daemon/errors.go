@@ -10,6 +10,7 @@ import (
 
 	"github.com/cachet-custody/cachet/audit"
 	"github.com/cachet-custody/cachet/health"
+	"github.com/cachet-custody/cachet/internal/clip"
 )
 
 // Error codes of the API, in Privy's {"error": ..., "code": ...} shape.
@@ -81,7 +82,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.deps.Metrics.Refusal(ae.Code)
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") && (ae.Status < 500 || ae.Code == CodeUnavailable) && !ae.Audited && s.deps.Audit != nil {
-		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": ae.Message})
+		detail, _ := json.Marshal(map[string]any{"status": ae.Status, "code": ae.Code, "error": clip.To(ae.Message, maxAuditedText)})
 		// Detached from the request: a client that closes its socket does
 		// not cancel the record of its refusal.
 		if _, aerr := s.deps.Audit.Record(context.WithoutCancel(r.Context()), audit.Entry{
@@ -135,5 +136,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // export` could only write as U+FFFD, so that no receiver could verify it.
 // The encoded path is also the one the client signed.
 func auditTarget(r *http.Request) string {
-	return r.Method + " " + r.URL.EscapedPath()
+	return r.Method + " " + clip.To(r.URL.EscapedPath(), maxAuditedText)
 }
+
+// maxAuditedText bounds what a refusal record keeps of the request's path
+// and of the error message (which may echo an id or a path): any allowed
+// local process, credentials or not, can have refusals recorded, and an
+// unbounded echo would let it grow the store by up to a body's size (1 MiB)
+// per request.
+const maxAuditedText = 1024

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/internal/strictjson"
 	"math/big"
 	"reflect"
@@ -104,7 +105,7 @@ func parseABI(raw json.RawMessage) (*abiInfo, error) {
 		switch e.Type {
 		case "function", "constructor", "fallback", "receive", "event", "error":
 		default:
-			return nil, fmt.Errorf("item %d: unknown type %q", i, truncate(e.Type, 32))
+			return nil, fmt.Errorf("item %d: unknown type %q", i, clip.To(e.Type, 32))
 		}
 		if e.Type == "function" {
 			functions++
@@ -137,7 +138,7 @@ func parseABI(raw json.RawMessage) (*abiInfo, error) {
 	}
 	parsed, err := abi.JSON(bytes.NewReader(canon))
 	if err != nil {
-		return nil, fmt.Errorf("is not a valid ABI: %s", truncate(err.Error(), 160))
+		return nil, fmt.Errorf("is not a valid ABI: %s", clip.To(err.Error(), 160))
 	}
 	info := &abiInfo{parsed: parsed, bySelector: map[[4]byte]*fnInfo{}, byName: map[string]*fnInfo{}}
 	for name, m := range parsed.Methods {
@@ -145,7 +146,7 @@ func parseABI(raw json.RawMessage) (*abiInfo, error) {
 		var sel [4]byte
 		copy(sel[:], m.ID)
 		if other, dup := info.bySelector[sel]; dup {
-			return nil, fmt.Errorf("functions %q and %q share the selector 0x%x", truncate(other.name, 64), truncate(name, 64), sel)
+			return nil, fmt.Errorf("functions %q and %q share the selector 0x%x", clip.To(other.name, 64), clip.To(name, 64), sel)
 		}
 		info.bySelector[sel] = f
 		info.byName[name] = f
@@ -193,10 +194,10 @@ func checkABIType(a abiArgJSON, depth int) (int, error) {
 		size = 0
 	default:
 		if !abiElementary(base) {
-			return 0, fmt.Errorf("unsupported type %q", truncate(base, 32))
+			return 0, fmt.Errorf("unsupported type %q", clip.To(base, 32))
 		}
 		if len(a.Components) > 0 {
-			return 0, fmt.Errorf("type %q takes no components", truncate(base, 32))
+			return 0, fmt.Errorf("type %q takes no components", clip.To(base, 32))
 		}
 		size = 32
 	}
@@ -211,7 +212,7 @@ func checkABIType(a abiArgJSON, depth int) (int, error) {
 		}
 	}
 	if size > maxABIStaticBytes {
-		return 0, fmt.Errorf("type %q is larger than any transaction's data", truncate(t, 64))
+		return 0, fmt.Errorf("type %q is larger than any transaction's data", clip.To(t, 64))
 	}
 	return size, nil
 }
@@ -240,11 +241,11 @@ func splitArrayType(t string) (string, []int, error) {
 	var dims []int
 	for rest != "" {
 		if rest[0] != '[' {
-			return "", nil, fmt.Errorf("malformed array type %q", truncate(t, 64))
+			return "", nil, fmt.Errorf("malformed array type %q", clip.To(t, 64))
 		}
 		j := strings.IndexByte(rest, ']')
 		if j < 0 {
-			return "", nil, fmt.Errorf("malformed array type %q", truncate(t, 64))
+			return "", nil, fmt.Errorf("malformed array type %q", clip.To(t, 64))
 		}
 		d := rest[1:j]
 		switch {
@@ -253,11 +254,11 @@ func splitArrayType(t string) (string, []int, error) {
 		case len(d) <= 6 && strings.Trim(d, "0123456789") == "":
 			n, _ := strconv.Atoi(d)
 			if n < 1 || n > maxABIArrayDimension {
-				return "", nil, fmt.Errorf("array length in %q must be 1..%d", truncate(t, 64), maxABIArrayDimension)
+				return "", nil, fmt.Errorf("array length in %q must be 1..%d", clip.To(t, 64), maxABIArrayDimension)
 			}
 			dims = append(dims, n)
 		default:
-			return "", nil, fmt.Errorf("malformed array type %q", truncate(t, 64))
+			return "", nil, fmt.Errorf("malformed array type %q", clip.To(t, 64))
 		}
 		rest = rest[j+1:]
 	}
@@ -296,7 +297,7 @@ func compileCalldataField(info *abiInfo, field string) (*calldataPath, kind, err
 	}
 	f, ok := info.byName[segs[0]]
 	if !ok {
-		return nil, 0, fmt.Errorf("names function %q, which the ABI does not have", truncate(segs[0], 64))
+		return nil, 0, fmt.Errorf("names function %q, which the ABI does not have", clip.To(segs[0], 64))
 	}
 	p := &calldataPath{abi: info, fn: f}
 	if len(segs) == 1 {
@@ -315,7 +316,7 @@ func compileCalldataField(info *abiInfo, field string) (*calldataPath, kind, err
 		if n, ok := parseIndex(segs[1]); ok && n < len(inputs) {
 			i = n
 		} else {
-			return nil, 0, fmt.Errorf("function %s has no parameter %q", truncate(f.name, 64), truncate(segs[1], 64))
+			return nil, 0, fmt.Errorf("function %s has no parameter %q", clip.To(f.name, 64), clip.To(segs[1], 64))
 		}
 	}
 	p.steps = append(p.steps, i)
@@ -335,7 +336,7 @@ func compileCalldataField(info *abiInfo, field string) (*calldataPath, kind, err
 				if n, ok := parseIndex(s); ok && n < len(t.TupleElems) {
 					k = n
 				} else {
-					return nil, 0, fmt.Errorf("%s is a tuple without component %q", truncate(walked, 64), truncate(s, 64))
+					return nil, 0, fmt.Errorf("%s is a tuple without component %q", clip.To(walked, 64), clip.To(s, 64))
 				}
 			}
 			p.steps = append(p.steps, k)
@@ -343,22 +344,22 @@ func compileCalldataField(info *abiInfo, field string) (*calldataPath, kind, err
 		case abi.SliceTy, abi.ArrayTy:
 			n, ok := parseIndex(s)
 			if !ok {
-				return nil, 0, fmt.Errorf("%s is an array; %q is not an index", truncate(walked, 64), truncate(s, 64))
+				return nil, 0, fmt.Errorf("%s is an array; %q is not an index", clip.To(walked, 64), clip.To(s, 64))
 			}
 			if t.T == abi.ArrayTy && n >= t.Size {
-				return nil, 0, fmt.Errorf("%s has %d elements; index %d is out of range", truncate(walked, 64), t.Size, n)
+				return nil, 0, fmt.Errorf("%s has %d elements; index %d is out of range", clip.To(walked, 64), t.Size, n)
 			}
 			p.steps = append(p.steps, n)
 			t = *t.Elem
 		default:
-			return nil, 0, fmt.Errorf("%s is a %s; it has no %q", truncate(walked, 64), t.String(), truncate(s, 64))
+			return nil, 0, fmt.Errorf("%s is a %s; it has no %q", clip.To(walked, 64), t.String(), clip.To(s, 64))
 		}
 		walked += "." + s
 	}
 	p.leaf = t
 	k, err := abiKind(t)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s %w", truncate(walked, 64), err)
+		return nil, 0, fmt.Errorf("%s %w", clip.To(walked, 64), err)
 	}
 	return p, k, nil
 }

@@ -97,14 +97,3 @@ func quoteList(l []string) string {
 	}
 	return strings.Join(q, ", ")
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	// Cut at a rune boundary.
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
-}

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/wallet"
 )
 
@@ -161,10 +162,10 @@ func (e *evaluation) rule(r *rule) (rt RuleTrace, matched, byError bool) {
 			continue
 		}
 		actual, ok, note, err := e.condition(c)
-		ct.Actual, ct.Note = truncate(actual, maxTraceActualChars), note
+		ct.Actual, ct.Note = clip.To(actual, maxTraceActualChars), note
 		switch {
 		case err != nil:
-			ct.Result, ct.Error = ResultError, truncate(err.Error(), 512)
+			ct.Result, ct.Error = ResultError, clip.To(err.Error(), 512)
 			if r.deny {
 				byError = true
 			} else {
@@ -341,7 +342,7 @@ func (e *evaluation) decode(f *fnInfo, args []byte) ([]any, error) {
 	}
 	values, err := decodeArgs(f, args)
 	if err != nil && !errors.Is(err, errTooComplex) && !errors.Is(err, errDecodePanics) && !errors.Is(err, errABILayout) {
-		err = fmt.Errorf("%w: %s", errABILayout, truncate(err.Error(), 200))
+		err = fmt.Errorf("%w: %s", errABILayout, clip.To(err.Error(), 200))
 	}
 	e.decoded = append(e.decoded, decoded{sig: f.sig, values: values, err: err})
 	return values, err
@@ -361,7 +362,7 @@ func (e *evaluation) set(id string) (*ConditionSet, error) {
 			r.err = errors.New("condition set not found")
 		}
 		if r.err != nil {
-			r.err = fmt.Errorf("condition set %q cannot be resolved: %w", truncate(id, 64), r.err)
+			r.err = fmt.Errorf("condition set %q cannot be resolved: %w", clip.To(id, 64), r.err)
 		}
 	}
 	if e.sets == nil {
@@ -380,7 +381,7 @@ func (e *evaluation) reference(id string) (*big.Int, error) {
 	}
 	total, err := e.resolveReference(id)
 	if err != nil {
-		err = fmt.Errorf("aggregation %q cannot be evaluated: %w", truncate(id, 64), err)
+		err = fmt.Errorf("aggregation %q cannot be evaluated: %w", clip.To(id, 64), err)
 	}
 	if e.refs == nil {
 		e.refs = map[string]refResult{}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/cachet-custody/cachet/internal/clip"
 )
 
 // Result is a condition's outcome in a trace.
@@ -48,7 +50,7 @@ func (r *Result) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("policy: unknown result %q", truncate(string(b), 32))
+	return fmt.Errorf("policy: unknown result %q", clip.To(string(b), 32))
 }
 
 // Trace is an evaluation, as written to Decision.Trace.

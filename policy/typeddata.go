@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
@@ -94,7 +95,7 @@ func checkTypedType(types apitypes.Types, t string) error {
 	if _, ok := types[base]; ok && base != eip712Domain {
 		return nil
 	}
-	return fmt.Errorf("%q is neither an EIP-712 elementary type nor a type defined in types", truncate(base, 64))
+	return fmt.Errorf("%q is neither an EIP-712 elementary type nor a type defined in types", clip.To(base, 64))
 }
 
 // splitTypedArray splits "Person[2][]" into "Person" and [2, -1].
@@ -161,7 +162,7 @@ func compileTypedPath(ts *typedSpec, field string) ([]typedStep, kind, error) {
 		case len(dims) > 0:
 			n, ok := parseIndex(s)
 			if !ok {
-				return nil, 0, fmt.Errorf("%s is an array; %q is not an index", typedWalked(walked), truncate(s, 64))
+				return nil, 0, fmt.Errorf("%s is an array; %q is not an index", typedWalked(walked), clip.To(s, 64))
 			}
 			last := dims[len(dims)-1]
 			if last > 0 && n >= last {
@@ -173,21 +174,21 @@ func compileTypedPath(ts *typedSpec, field string) ([]typedStep, kind, error) {
 			fields := ts.types[base]
 			j := slices.IndexFunc(fields, func(f apitypes.Type) bool { return f.Name == s })
 			if j < 0 {
-				return nil, 0, fmt.Errorf("type %s has no field %q", truncate(base, 64), truncate(s, 64))
+				return nil, 0, fmt.Errorf("type %s has no field %q", clip.To(base, 64), clip.To(s, 64))
 			}
 			steps = append(steps, typedStep{name: s})
 			cur = fields[j].Type
 		default:
-			return nil, 0, fmt.Errorf("%s is a %s; it has no %q", typedWalked(walked), truncate(cur, 64), truncate(s, 64))
+			return nil, 0, fmt.Errorf("%s is a %s; it has no %q", typedWalked(walked), clip.To(cur, 64), clip.To(s, 64))
 		}
 		walked = joinPath(walked, s)
 	}
 	if _, dims, _ := splitTypedArray(cur); len(dims) > 0 {
-		return nil, 0, fmt.Errorf("%s is an array; add an element index", truncate(walked, 64))
+		return nil, 0, fmt.Errorf("%s is an array; add an element index", clip.To(walked, 64))
 	}
 	k, ok := elementaryKind(cur)
 	if !ok {
-		return nil, 0, fmt.Errorf("%s is a struct (%s); name one of its fields", truncate(walked, 64), truncate(cur, 64))
+		return nil, 0, fmt.Errorf("%s is a struct (%s); name one of its fields", clip.To(walked, 64), clip.To(cur, 64))
 	}
 	return steps, k, nil
 }
@@ -201,7 +202,7 @@ func typedWalked(w string) string {
 	if w == "" {
 		return "the message"
 	}
-	return truncate(w, 64)
+	return clip.To(w, 64)
 }
 
 // matches reports whether td has exactly ts's types (EIP712Domain aside:

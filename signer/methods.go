@@ -21,6 +21,7 @@ import (
 	"github.com/cachet-custody/cachet/authkeys"
 	"github.com/cachet-custody/cachet/custody"
 	"github.com/cachet-custody/cachet/internal/apierr"
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/internal/peercred"
 	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/cachet-custody/cachet/quorum"
@@ -74,7 +75,7 @@ func (e *Endpoint) dispatch(ctx context.Context, cred peercred.Cred, r *request)
 	if e.opts.Config.OtherMethods == "forward" && e.opts.RPCURL != "" && !strings.HasPrefix(r.Method, "account_") && !strings.HasPrefix(r.Method, "personal_") {
 		return e.forward(ctx, r)
 	}
-	return nil, &rpcError{Code: codeNoMethod, Message: fmt.Sprintf("the method %s does not exist/is not available on signer endpoint %s", truncate(r.Method, 64), e.opts.Config.Name)}
+	return nil, &rpcError{Code: codeNoMethod, Message: fmt.Sprintf("the method %s does not exist/is not available on signer endpoint %s", clip.To(r.Method, 64), e.opts.Config.Name)}
 }
 
 func arity(r *request, n ...int) error {
@@ -84,13 +85,6 @@ func arity(r *request, n ...int) error {
 		}
 	}
 	return invalidParams("%s takes %d parameters, got %d", r.Method, n[0], len(r.Params))
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // exposed is a wallet the endpoint shows.
@@ -243,7 +237,7 @@ func convertTx(raw json.RawMessage) (map[string]json.RawMessage, json.RawMessage
 		}
 		name, ok := txFields[k]
 		if !ok {
-			return nil, nil, invalidParams("transaction.%s: not a transaction member (from, to, gas, gasPrice, maxFeePerGas, maxPriorityFeePerGas, value, nonce, data, input, chainId, accessList, type)", truncate(k, 64))
+			return nil, nil, invalidParams("transaction.%s: not a transaction member (from, to, gas, gasPrice, maxFeePerGas, maxPriorityFeePerGas, value, nonce, data, input, chainId, accessList, type)", clip.To(k, 64))
 		}
 		if !strictjson.Present(v) {
 			continue // null is absent, as geth reads it

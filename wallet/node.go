@@ -18,6 +18,8 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/cachet-custody/cachet/internal/clip"
 )
 
 // Filler reads what Fill needs from an Ethereum node. Each method is one
@@ -169,7 +171,7 @@ func cleanMessage(s string) string {
 		}
 		return r
 	}, s)
-	return truncate(s, maxNodeMessage)
+	return clip.To(s, maxNodeMessage)
 }
 
 func (n *jsonrpcNode) bigResult(ctx context.Context, method string, params ...any) (*big.Int, error) {

@@ -12,6 +12,8 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 	"github.com/holiman/uint256"
+
+	"github.com/cachet-custody/cachet/internal/clip"
 )
 
 // Response is the body Privy returns for an RPC or raw_sign request:
@@ -126,7 +128,7 @@ func (r *Request) sign(k *ecdsa.PrivateKey, addr common.Address) (*Response, err
 		case MethodSignTypedData:
 			var h []byte
 			if h, _, err = apitypes.TypedDataAndHash(*r.TypedData); err != nil {
-				return inputErr("params.typed_data", "cannot be hashed: %s", truncate(err.Error(), 200))
+				return inputErr("params.typed_data", "cannot be hashed: %s", clip.To(err.Error(), 200))
 			}
 			resp, err = r.signDigest(k, h)
 		case MethodSecp256k1Sign, MethodRawSign:
@@ -158,7 +160,7 @@ func (r *Request) Digest() ([]byte, error) {
 	case MethodSignTypedData:
 		h, _, err := apitypes.TypedDataAndHash(*r.TypedData)
 		if err != nil {
-			return nil, inputErr("params.typed_data", "cannot be hashed: %s", truncate(err.Error(), 200))
+			return nil, inputErr("params.typed_data", "cannot be hashed: %s", clip.To(err.Error(), 200))
 		}
 		return h, nil
 	case MethodSecp256k1Sign, MethodRawSign:

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/internal/strictjson"
 	"github.com/ethereum/go-ethereum/common/math"
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
@@ -91,7 +92,7 @@ func parseTypedData(raw json.RawMessage, path string) (*apitypes.TypedData, bool
 		return nil, false, inputErr(o.Field("primary_type"), "is not defined in types")
 	}
 	if name := unusedType(td.Types, td.PrimaryType); name != "" {
-		return nil, false, inputErr(strictjson.JoinPath(o.Field("types"), name), "is not used by the primary type %s", truncate(td.PrimaryType, 64))
+		return nil, false, inputErr(strictjson.JoinPath(o.Field("types"), name), "is not used by the primary type %s", clip.To(td.PrimaryType, 64))
 	}
 
 	domain, present, err := parseDomain(o.Get("domain"), o.Field("domain"))
@@ -132,7 +133,7 @@ func parseTypedData(raw json.RawMessage, path string) (*apitypes.TypedData, bool
 	// Hash once here so that every input apitypes rejects is an InputError
 	// at parse time rather than a failure inside Sign.
 	if _, _, err := apitypes.TypedDataAndHash(*td); err != nil {
-		return nil, false, inputErr(path, "cannot be hashed: %s", truncate(err.Error(), 200))
+		return nil, false, inputErr(path, "cannot be hashed: %s", clip.To(err.Error(), 200))
 	}
 	return td, derived, nil
 }
@@ -309,7 +310,7 @@ func checkStruct(types apitypes.Types, typ string, v any, path string, depth int
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, inputErr(path, "must be an object of type %s", truncate(typ, 64))
+		return nil, inputErr(path, "must be an object of type %s", clip.To(typ, 64))
 	}
 	fields := types[typ]
 	// Sorted, so that the error for several undeclared keys always names
@@ -317,16 +318,16 @@ func checkStruct(types apitypes.Types, typ string, v any, path string, depth int
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if !slices.ContainsFunc(fields, func(f apitypes.Type) bool { return f.Name == k }) {
 			if len(k) > 64 {
-				return nil, inputErr(path, "has a field not declared in type %s", truncate(typ, 64))
+				return nil, inputErr(path, "has a field not declared in type %s", clip.To(typ, 64))
 			}
-			return nil, inputErr(strictjson.JoinPath(path, k), "is not declared in type %s", truncate(typ, 64))
+			return nil, inputErr(strictjson.JoinPath(path, k), "is not declared in type %s", clip.To(typ, 64))
 		}
 	}
 	out := make(map[string]any, len(m))
 	for _, f := range fields {
 		fv, ok := m[f.Name]
 		if !ok {
-			return nil, inputErr(strictjson.JoinPath(path, f.Name), "is required by type %s", truncate(typ, 64))
+			return nil, inputErr(strictjson.JoinPath(path, f.Name), "is required by type %s", clip.To(typ, 64))
 		}
 		cv, err := checkValue(types, f.Type, fv, strictjson.JoinPath(path, f.Name), depth+1)
 		if err != nil {
@@ -415,7 +416,7 @@ func checkValue(types apitypes.Types, typ string, v any, path string, depth int)
 		}
 	default:
 		if _, ok := v.(json.Number); ok {
-			return nil, inputErr(path, "a number does not fit type %s", truncate(typ, 64))
+			return nil, inputErr(path, "a number does not fit type %s", clip.To(typ, 64))
 		}
 		// Unknown type names are reported by apitypes when hashing.
 	}
@@ -458,13 +459,6 @@ func parseEIP712IntString(s, path string) (*big.Int, error) {
 		return nil, inputErr(path, "must be an integer")
 	}
 	return n, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 func bytesHex(b []byte) string {
