@@ -8,6 +8,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cachet-custody/cachet/hpkebox"
 	"github.com/cachet-custody/cachet/quorum"
 )
 
@@ -173,6 +175,16 @@ func Sign(r quorum.Request, ks []*ecdsa.PrivateKey) (string, error) {
 		sigs[i] = base64.StdEncoding.EncodeToString(der)
 	}
 	return strings.Join(sigs, ","), nil
+}
+
+// OpenUserKey opens the user key that POST /v1/wallets/authenticate
+// returns, encrypted under HPKE to recipient: base64 PKCS#8 inside the box.
+func OpenUserKey(recipient *ecdh.PrivateKey, box hpkebox.Box) (*ecdsa.PrivateKey, error) {
+	text, err := hpkebox.OpenBox(recipient, box.EncapsulatedKey, box.Ciphertext)
+	if err != nil {
+		return nil, fmt.Errorf("user key: %w", err)
+	}
+	return ParsePrivateKey(string(text))
 }
 
 // ParsePrivateKey reads a P-256 authorization key as Privy's SDKs take it:

@@ -12,11 +12,10 @@ import (
 	"time"
 )
 
-// serveRig serves the rig's handler on a Unix socket of its own, with the
-// daemon's http.Server, and returns a function that writes one raw request
-// on a new connection and reads the response: what Go's server itself
-// answers (before the handler) is part of the edge too.
-func serveRig(t *testing.T, r *rig) func(raw string) *http.Response {
+// listenRig serves the rig's handler with the daemon's http.Server on a Unix
+// socket of its own until the test ends, and returns the socket's path and
+// the server.
+func listenRig(t *testing.T, r *rig) (string, *http.Server) {
 	t.Helper()
 	sock := filepath.Join(shortTempDir(t), "api.sock")
 	ln, err := net.Listen("unix", sock)
@@ -26,6 +25,16 @@ func serveRig(t *testing.T, r *rig) func(raw string) *http.Response {
 	hs := r.srv.HTTPServer()
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
+	return sock, hs
+}
+
+// serveRig serves the rig's handler on a Unix socket of its own, with the
+// daemon's http.Server, and returns a function that writes one raw request
+// on a new connection and reads the response: what Go's server itself
+// answers (before the handler) is part of the edge too.
+func serveRig(t *testing.T, r *rig) func(raw string) *http.Response {
+	t.Helper()
+	sock, _ := listenRig(t, r)
 	return func(raw string) *http.Response {
 		t.Helper()
 		c, err := net.Dial("unix", sock)
@@ -164,14 +173,7 @@ func TestRepeatedAppHeadersRefused(t *testing.T) {
 // too: Go drops the header, so the handler cannot tell the two apart.
 func TestChunkedRequestClosesTheConnection(t *testing.T) {
 	r := newRig(t)
-	sock := filepath.Join(shortTempDir(t), "api.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := r.srv.HTTPServer()
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
+	sock, _ := listenRig(t, r)
 	auth := "Authorization: " + basicAuthHeader("app_1", testSecret) + "\r\nPrivy-App-Id: app_1\r\n"
 	smuggled := "POST /v1/wallets HTTP/1.1\r\nHost: localhost\r\nContent-Length: 25\r\n" + auth + "\r\n" + `{"chain_type":"ethereum"}`
 	chunks := "19\r\n" + `{"chain_type":"ethereum"}` + "\r\n0\r\n\r\n"

@@ -552,13 +552,7 @@ func TestRefusalsRecordedWhenTheClientHalfCloses(t *testing.T) {
 	w := r.must("POST", "/v1/wallets", `{"chain_type":"ethereum","owner":{"public_key":"`+r.pub+`"},"policy_ids":["`+pol["id"].(string)+`"]}`)
 	rpc := "/v1/wallets/" + w["id"].(string) + "/rpc"
 
-	sock := filepath.Join(shortTempDir(t), "api.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := r.srv.HTTPServer()
-	go hs.Serve(ln)
+	sock, hs := listenRig(t, r)
 
 	// halfClosed writes one request, closes its side at once, and reads
 	// the answer's status line.

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -266,19 +264,11 @@ func TestUserKeyOfAnotherAppDoesNotApprove(t *testing.T) {
 				t.Errorf("app_2's answer lists app_1's wallet %s", wid)
 			}
 		}
-		text, err := hpkebox.OpenBox(recipient, resp.EncryptedAuthorizationKey.EncapsulatedKey, resp.EncryptedAuthorizationKey.Ciphertext)
+		k, err := client.OpenUserKey(recipient, resp.EncryptedAuthorizationKey)
 		if err != nil {
 			t.Fatal(err)
 		}
-		der, err := base64.StdEncoding.DecodeString(string(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k.(*ecdsa.PrivateKey)
+		return k
 	}
 	code, _, raw := r.sendAs2("POST", "/v1/wallets/authenticate", body)
 	k2 := userKey("app_2", code, raw)

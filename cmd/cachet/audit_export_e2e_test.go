@@ -14,24 +14,12 @@ import (
 	"testing"
 
 	"github.com/cachet-custody/cachet/config"
+	"github.com/cachet-custody/cachet/internal/audittest"
 )
 
 // exportLine is a line of the export as a receiver reads it: from the
 // documented format, not from package audit.
-type exportLine struct {
-	Seq           uint64 `json:"seq"`
-	TimeNS        int64  `json:"ts_ns"`
-	Time          string `json:"time"`
-	Actor         string `json:"actor"`
-	Action        string `json:"action"`
-	Target        string `json:"target"`
-	Decision      string `json:"decision"`
-	RequestDigest string `json:"request_digest"`
-	ResultDigest  string `json:"result_digest"`
-	Detail        string `json:"detail"`
-	PrevHash      string `json:"prev_hash"`
-	Hash          string `json:"hash"`
-}
+type exportLine = audittest.Line
 
 // receiverVerify is what a SIEM does with the export alone: every line
 // follows the one before (or prevHash, the hash of the last record it
@@ -64,18 +52,7 @@ func receiverVerify(t *testing.T, jsonl []byte, since uint64, prevHash []byte, p
 		if !bytes.Equal(p, prev) {
 			return bad("prev_hash is not the previous record's hash")
 		}
-		h := sha256.New()
-		h.Write([]byte("cachet-audit-v1\x00"))
-		binary.Write(h, binary.BigEndian, l.Seq)
-		binary.Write(h, binary.BigEndian, uint64(l.TimeNS))
-		reqD, _ := hex.DecodeString(l.RequestDigest)
-		resD, _ := hex.DecodeString(l.ResultDigest)
-		for _, f := range [][]byte{[]byte(l.Actor), []byte(l.Action), []byte(l.Target), []byte(l.Decision), reqD, resD, []byte(l.Detail)} {
-			binary.Write(h, binary.BigEndian, uint32(len(f)))
-			h.Write(f)
-		}
-		h.Write(p)
-		sum := h.Sum(nil)
+		sum, _ := hex.DecodeString(audittest.ReceiverHash(l))
 		if hex.EncodeToString(sum) != l.Hash {
 			return bad("hash does not match the fields")
 		}

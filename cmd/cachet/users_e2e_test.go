@@ -239,17 +239,9 @@ func TestUserKeyExpires(t *testing.T) {
 
 func openUserKey(t testing.TB, recipient *ecdh.PrivateKey, box hpkebox.Box) *ecdsa.PrivateKey {
 	t.Helper()
-	text, err := hpkebox.OpenBox(recipient, box.EncapsulatedKey, box.Ciphertext)
+	k, err := client.OpenUserKey(recipient, box)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := base64.StdEncoding.DecodeString(string(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.(*ecdsa.PrivateKey)
+	return k
 }

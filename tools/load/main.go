@@ -418,19 +418,11 @@ var scenarios = map[string]func(*rig) (*load, error){
 			return nil, err
 		}
 		box := auth["encrypted_authorization_key"].(map[string]any)
-		plain, err := hpkebox.OpenBox(recipient, box["encapsulated_key"].(string), box["ciphertext"].(string))
+		k, err := client.OpenUserKey(recipient, hpkebox.Box{EncapsulatedKey: box["encapsulated_key"].(string), Ciphertext: box["ciphertext"].(string)})
 		if err != nil {
 			return nil, err
 		}
-		pkcs8, err := base64.StdEncoding.DecodeString(string(plain))
-		if err != nil {
-			return nil, err
-		}
-		k, err := x509.ParsePKCS8PrivateKey(pkcs8)
-		if err != nil {
-			return nil, err
-		}
-		return r.rpcLoad(w["id"].(string), "eth_signTransaction on a user-owned wallet, signed with the user's key (from its JWT)", dead, "", 1, k.(*ecdsa.PrivateKey)), nil
+		return r.rpcLoad(w["id"].(string), "eth_signTransaction on a user-owned wallet, signed with the user's key (from its JWT)", dead, "", 1, k), nil
 	},
 	"create": func(r *rig) (*load, error) {
 		return &load{describe: "POST /v1/wallets (app credentials; entropy, BIP-32 key, two seals in the hardware)",
