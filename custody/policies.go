@@ -113,6 +113,10 @@ type resolvers struct {
 	// Only then may what it reads fill the caches: a version read inside a
 	// write transaction can be rolled back and reused for other content.
 	committed bool
+	// live holds the aggregations found live through q during this one
+	// evaluation (and, in the writer, the recording of its contributions
+	// that follows in the same transaction): each is asked once.
+	live map[string]*policy.CompiledAggregation
 }
 
 func (r resolvers) ConditionSet(id string) (*policy.ConditionSet, error) {
@@ -160,6 +164,17 @@ func (r resolvers) loadSet(id string) (*policy.ConditionSet, error) {
 }
 
 func (r resolvers) Aggregation(id string) (*policy.CompiledAggregation, error) {
+	if a, ok := r.live[id]; ok {
+		return a, nil
+	}
+	a, err := r.aggregation(id)
+	if err == nil && r.live != nil {
+		r.live[id] = a
+	}
+	return a, err
+}
+
+func (r resolvers) aggregation(id string) (*policy.CompiledAggregation, error) {
 	r.e.mu.Lock()
 	a, ok := r.e.aggs[id]
 	r.e.mu.Unlock()
@@ -303,7 +318,7 @@ func addContribution(tx *store.Tx, aggID, walletID, group string, amount *big.In
 
 func (e *storedPolicies) env(ctx context.Context, q querier, in policy.Input) policy.Env {
 	_, committed := q.(*store.Store)
-	r := resolvers{ctx: ctx, e: e, q: q, app: in.AppID, committed: committed}
+	r := resolvers{ctx: ctx, e: e, q: q, app: in.AppID, committed: committed, live: map[string]*policy.CompiledAggregation{}}
 	return policy.Env{Now: e.s.now(), WalletID: in.WalletID, Sets: r, Aggregates: r}
 }
 
