@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/cachet-custody/cachet/custody"
 )
@@ -98,11 +100,23 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// pageLimit reads the limit query parameter of a paginated list.
+// pageLimit reads the limit query parameter of a paginated list, and
+// refuses a list's parameters given twice: which of two cursors or limits
+// counts would otherwise be Go's choice (the first), not the caller's.
 func pageLimit(r *http.Request) (int, error) {
-	l := r.URL.Query().Get("limit")
+	q := r.URL.Query()
+	for _, name := range []string{"limit", "cursor", "chain_type"} {
+		if n := len(q[name]); n > 1 {
+			return 0, badRequest(fmt.Sprintf("%s: given %d times; give it once.", name, n))
+		}
+	}
+	l := q.Get("limit")
 	if l == "" {
 		return 0, nil
+	}
+	// Digits only: strconv.Atoi also takes "+5" and "-0".
+	if strings.Trim(l, "0123456789") != "" {
+		return 0, badRequest("limit: an integer from 1 to 100.")
 	}
 	n, err := strconv.Atoi(l)
 	if err != nil || n < 1 || n > 100 {

@@ -332,7 +332,7 @@ func TestListPaging(t *testing.T) {
 			if len(seen) != 3 || seen[0] == seen[1] || seen[1] == seen[2] || seen[0] == seen[2] {
 				t.Fatalf("pages hold %v, want 3 distinct", seen)
 			}
-			for _, bad := range []string{"0", "101", "-1", "abc", "1.5", "", "0x10", "99999999999999999999"} {
+			for _, bad := range []string{"0", "101", "-1", "abc", "1.5", "", "0x10", "99999999999999999999", "%2B5", "-0", "2&limit=3"} {
 				p := l.path + "?limit=" + bad
 				if bad == "" {
 					p = l.path + "?limit"
@@ -349,7 +349,7 @@ func TestListPaging(t *testing.T) {
 					t.Errorf("GET %s: %d %v, want 400 invalid_data", p, code, m)
 				}
 			}
-			for _, bad := range []string{"nope", seen[0] + "x", "%00"} {
+			for _, bad := range []string{"nope", seen[0] + "x", "%00", cursor + "&cursor=" + cursor} {
 				if code, m := r.send("GET", l.path+"?cursor="+bad, nil); code != http.StatusBadRequest || m["code"] != CodeInvalidData {
 					t.Errorf("cursor %q: %d %v, want 400 invalid_data", bad, code, m)
 				}
