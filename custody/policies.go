@@ -318,7 +318,10 @@ func addContribution(tx *store.Tx, aggID, walletID, group string, amount *big.In
 
 func (e *storedPolicies) env(ctx context.Context, q querier, in policy.Input) policy.Env {
 	_, committed := q.(*store.Store)
-	r := resolvers{ctx: ctx, e: e, q: q, app: in.AppID, committed: committed, live: map[string]*policy.CompiledAggregation{}}
+	r := resolvers{ctx: ctx, e: e, q: q, app: in.AppID, committed: committed}
+	if len(in.PolicyIDs) > 0 {
+		r.live = map[string]*policy.CompiledAggregation{}
+	}
 	return policy.Env{Now: e.s.now(), WalletID: in.WalletID, Sets: r, Aggregates: r}
 }
 

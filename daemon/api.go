@@ -378,11 +378,11 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
-	limit, err := pageLimit(r)
+	q, limit, err := listQuery(r)
 	if err != nil {
 		return err
 	}
-	page, err := s.deps.Custody.ListUsers(r.Context(), app.ID, r.URL.Query().Get("cursor"), limit)
+	page, err := s.deps.Custody.ListUsers(r.Context(), app.ID, q.Get("cursor"), limit)
 	if err != nil {
 		return apiError(err)
 	}
@@ -412,8 +412,7 @@ func (s *Server) getWallet(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listWallets(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
-	q := r.URL.Query()
-	limit, err := pageLimit(r)
+	q, limit, err := listQuery(r)
 	if err != nil {
 		return err
 	}

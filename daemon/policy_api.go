@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -88,11 +89,11 @@ func (s *Server) deleteItem(r *http.Request, c custody.Call, body []byte) ([]byt
 
 func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	app, _ := AppFrom(r.Context())
-	limit, err := pageLimit(r)
+	q, limit, err := listQuery(r)
 	if err != nil {
 		return err
 	}
-	page, err := s.deps.Custody.ListItems(r.Context(), app.ID, r.PathValue("id"), r.URL.Query().Get("cursor"), limit)
+	page, err := s.deps.Custody.ListItems(r.Context(), app.ID, r.PathValue("id"), q.Get("cursor"), limit)
 	if err != nil {
 		return apiError(err)
 	}
@@ -100,29 +101,26 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// pageLimit reads the limit query parameter of a paginated list, and
-// refuses a list's parameters given twice: which of two cursors or limits
-// counts would otherwise be Go's choice (the first), not the caller's.
-func pageLimit(r *http.Request) (int, error) {
+// listQuery reads the query of a paginated list: its parameters, each
+// given at most once (which of two cursors or limits counts would otherwise
+// be Go's choice, the first, not the caller's), and limit, 0 if absent.
+func listQuery(r *http.Request) (url.Values, int, error) {
 	q := r.URL.Query()
 	for _, name := range []string{"limit", "cursor", "chain_type"} {
 		if n := len(q[name]); n > 1 {
-			return 0, badRequest(fmt.Sprintf("%s: given %d times; give it once.", name, n))
+			return nil, 0, badRequest(fmt.Sprintf("%s: given %d times; give it once.", name, n))
 		}
 	}
 	l := q.Get("limit")
 	if l == "" {
-		return 0, nil
+		return q, 0, nil
 	}
 	// Digits only: strconv.Atoi also takes "+5" and "-0".
-	if strings.Trim(l, "0123456789") != "" {
-		return 0, badRequest("limit: an integer from 1 to 100.")
-	}
 	n, err := strconv.Atoi(l)
-	if err != nil || n < 1 || n > 100 {
-		return 0, badRequest("limit: an integer from 1 to 100.")
+	if strings.Trim(l, "0123456789") != "" || err != nil || n < 1 || n > 100 {
+		return nil, 0, badRequest("limit: an integer from 1 to 100.")
 	}
-	return n, nil
+	return q, n, nil
 }
 
 func (s *Server) createPolicy(r *http.Request, c custody.Call, body []byte) ([]byte, error) {

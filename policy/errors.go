@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cachet-custody/cachet/internal/clip"
 	"github.com/cachet-custody/cachet/internal/strictjson"
 )
 
@@ -54,9 +55,7 @@ func (l ValidationErrors) Unwrap() []error {
 const maxPathChars = 256
 
 func verr(path, format string, args ...any) *ValidationError {
-	if len(path) > maxPathChars {
-		path = path[:maxPathChars] + "…"
-	}
+	path = clip.To(path, maxPathChars)
 	return &ValidationError{Path: path, Reason: fmt.Sprintf(format, args...)}
 }
 

@@ -3,6 +3,8 @@ package wallet
 import (
 	"errors"
 	"fmt"
+
+	"github.com/cachet-custody/cachet/internal/clip"
 )
 
 // InputError reports a request that Cachet refuses to sign because a field is
@@ -26,9 +28,7 @@ func (e *InputError) Error() string {
 // arguments (field names, limits, type names), never the input itself.
 // Field paths are built from the client's keys, so they are capped too.
 func inputErr(field, format string, args ...any) error {
-	if len(field) > maxFieldPath {
-		field = field[:maxFieldPath] + "…"
-	}
+	field = clip.To(field, maxFieldPath)
 	return &InputError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 

@@ -39,6 +39,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/cachet-custody/cachet/internal/clip"
 )
 
 const (
@@ -73,9 +75,7 @@ func (e *Error) Error() string {
 }
 
 func newError(path, format string, args ...any) *Error {
-	if len(path) > MaxPathChars {
-		path = path[:MaxPathChars] + "…"
-	}
+	path = clip.To(path, MaxPathChars)
 	return &Error{Path: path, Reason: fmt.Sprintf(format, args...)}
 }
 
